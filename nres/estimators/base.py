@@ -1,0 +1,35 @@
+"""What every gradient estimator returns besides its gradient, and config checks."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+
+class WindowInfo(NamedTuple):
+    """Per-update diagnostics, all JAX scalars.
+
+    ``train_loss``: mean per-step loss over the window's particles and steps.
+    ``num_nonfinite``: particles whose loss turned non-finite in this window; when it is
+    positive the gradient must not be applied (the training loop skips the update).
+    """
+
+    train_loss: jax.Array
+    num_nonfinite: jax.Array
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_positive_float(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return number

@@ -1,0 +1,178 @@
+"""One implementation of the online evolution-strategies family (SPEC section 2).
+
+``OnlineES`` is generalised PES (GPES_K). Each of ``N`` antithetic pairs keeps the
+current noise ``eps_cur`` (code: ``eps``) and an accumulator ``xi``. Before each step,
+if ``tau mod K == 0`` a fresh ``eps ~ N(0, sigma^2 I_d)`` is drawn, ``eps_cur = eps``
+and ``xi += eps``; both members step with ``theta +/- eps_cur`` and the window estimate
+adds ``(L^+ - L^-) / (2 sigma^2) * xi``. An episode end resets ``xi = eps_cur = 0``.
+The estimate is the sum over pairs and steps divided by ``N * W``.
+
+The named estimators are settings of it (see :mod:`nres.estimators`):
+
+* PES: ``K = W``. NRES: ``K >= T`` -- one noise per episode, so ``xi`` *is* ``eps_cur``
+  and no accumulator is stored (half the noise memory).
+* FullES: NRES with ``W = T`` and every pair starting at ``tau = 0``.
+* TES: fresh noise at every window start and no memory: ``xi = eps_cur``. Both members
+  of a pair start each window from the ``theta + eps`` member's carried state.
+
+Symbols: ``N`` = ``num_particles``, ``W`` = ``unroll_length``, ``K`` =
+``noise_period``, ``T`` = ``task.horizon``, ``sigma`` = ``sigma``, ``d`` = size of theta.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from nres.estimators.base import WindowInfo, check_positive_float, check_positive_int
+from nres.noise import antithetic, sample_noise
+from nres.particles import (
+    Particles,
+    advance,
+    init_particles,
+    noise_key,
+    step_pairs,
+    unlocked_positions,
+)
+from nres.task import Task, validate_task
+from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
+
+
+class OnlineESState(NamedTuple):
+    """Particles plus noise ``eps`` ``[N, ...theta]`` and accumulator ``xi`` (or None)."""
+
+    particles: Particles
+    eps: PyTree
+    xi: Optional[PyTree]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OnlineES:
+    """GPES_K and its special cases. Use the constructors in :mod:`nres.estimators`.
+
+    Attributes:
+      task: the unrolled computation graph.
+      num_particles: ``N``, antithetic pairs (``2N`` trajectories).
+      unroll_length: ``W``, steps per window (= per update).
+      sigma: noise scale (``eps ~ N(0, sigma^2 I)``).
+      noise_period: ``K``; ``None`` means fresh noise every window without memory (TES).
+      step_unlocked: start pairs at uniform multiples of ``W`` after a burn-in.
+      name: the estimator's display name.
+    """
+
+    task: Task
+    num_particles: int
+    unroll_length: int
+    sigma: float
+    noise_period: Optional[int]
+    step_unlocked: bool = True
+    name: str = "gpes"
+
+    def __post_init__(self):
+        validate_task(self.task)
+        check_positive_int("num_particles (N)", self.num_particles)
+        check_positive_int("unroll_length (W)", self.unroll_length)
+        if self.unroll_length > self.task.horizon:
+            raise ValueError(
+                f"unroll_length (W) must not exceed the horizon T={self.task.horizon}, got {self.unroll_length}"
+            )
+        object.__setattr__(self, "sigma", check_positive_float("sigma", self.sigma))
+        if self.noise_period is not None:
+            check_positive_int("noise_period (K)", self.noise_period)
+
+    # -- bookkeeping (SPEC section 4) -------------------------------------------------
+    @property
+    def env_steps_per_update(self) -> int:
+        return 2 * self.num_particles * self.unroll_length
+
+    @property
+    def sequential_steps_per_update(self) -> int:
+        return self.unroll_length
+
+    def burn_in_env_steps(self, state: OnlineESState) -> int:
+        """Steps spent bringing the pairs to their positions: ``2 * sum_i tau_i``."""
+        return 2 * int(jnp.sum(state.particles.tau)) if self.step_unlocked else 0
+
+    @property
+    def reuses_noise(self) -> bool:
+        """True when ``xi`` equals ``eps_cur`` (NRES, FullES, TES): no accumulator."""
+        return self.noise_period is None or self.noise_period >= self.task.horizon
+
+    # -- the estimator -----------------------------------------------------------------
+    def init(self, key: jax.Array, theta: PyTree) -> OnlineESState:
+        """Particles at step-unlocked positions reached by really unrolling under ``theta``."""
+        k_particles, k_positions = jax.random.split(key)
+        eps = tree_broadcast(tree_zeros_like(theta), self.num_particles)
+        state = OnlineESState(
+            particles=init_particles(self.task, k_particles, self.num_particles),
+            eps=eps,
+            xi=None if self.reuses_noise else eps,
+        )
+        if not self.step_unlocked:
+            return state
+        target = unlocked_positions(k_positions, self.num_particles, self.task.horizon, self.unroll_length)
+        burn_in_length = (-(-self.task.horizon // self.unroll_length) - 1) * self.unroll_length
+
+        def body(state, s):
+            state, _, _, _ = self._step(state, theta, s, active=s < target)
+            return state, None
+
+        state, _ = jax.lax.scan(body, state, jnp.arange(burn_in_length))
+        return state
+
+    def estimate(self, state: OnlineESState, theta: PyTree) -> tuple[PyTree, OnlineESState, WindowInfo]:
+        """One window of ``W`` steps for all pairs: returns ``(grad, new_state, info)``."""
+        if self.noise_period is None:  # TES: both members restart from the carried state
+            inner = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), state.particles.inner)
+            state = state._replace(particles=state.particles._replace(inner=inner))
+
+        def body(carry, s):
+            state, grad, loss_sum, bad = carry
+            state, contribution, losses, nonfinite = self._step(state, theta, s)
+            return (state, tree_add(grad, contribution), loss_sum + jnp.sum(losses), bad | nonfinite), None
+
+        init = (state, tree_zeros_like(theta), jnp.zeros((), jnp.float32), jnp.zeros(self.num_particles, bool))
+        (state, grad_sum, loss_sum, bad), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
+        n_w = self.num_particles * self.unroll_length
+        grad = tree_scale(grad_sum, 1.0 / (2.0 * self.sigma**2 * n_w))
+        info = WindowInfo(train_loss=loss_sum / (2 * n_w), num_nonfinite=jnp.sum(bad))
+        return grad, state, info
+
+    def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, active: Optional[jax.Array] = None):
+        """One step of every pair. ``s`` is the step index within the window.
+
+        Returns the new state, this step's gradient contribution
+        ``sum_i (L_i^+ - L_i^-) xi_i`` (before normalisation), the losses ``[2, N]``
+        and the per-pair non-finite flags ``[N]``.
+        """
+        particles = state.particles
+        if self.noise_period is None:
+            draw = jnp.broadcast_to(s == 0, particles.tau.shape)
+            block = particles.tau
+        else:
+            draw = particles.tau % self.noise_period == 0
+            block = particles.tau // self.noise_period
+        if active is not None:
+            draw = draw & active
+
+        def fresh_noise(_):
+            return jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
+
+        fresh = jax.lax.cond(jnp.any(draw), fresh_noise, lambda _: state.eps, None)
+        eps = tree_where(draw, fresh, state.eps)
+        xi = None if state.xi is None else tree_where(draw, tree_add(state.xi, fresh), state.xi)
+        new_inner, losses = step_pairs(self.task, antithetic(theta, eps), particles)
+        weights = losses[0] - losses[1]
+        if active is not None:
+            weights = jnp.where(active, weights, 0.0)
+        contribution = tree_weighted_sum(weights, eps if xi is None else xi)
+        particles, done = advance(self.task, particles, new_inner, losses, active)
+        if self.noise_period is not None:  # episode end: xi = eps_cur = 0
+            keep = ~done
+            eps = tree_where(keep, eps, tree_zeros_like(eps))
+            xi = None if xi is None else tree_where(keep, xi, tree_zeros_like(xi))
+        nonfinite = ~jnp.all(jnp.isfinite(losses), axis=0)
+        return OnlineESState(particles, eps, xi), contribution, losses, nonfinite

@@ -1,0 +1,123 @@
+"""A population of ``N`` antithetic particle pairs stepping through their episodes.
+
+This module owns the three mechanics every online estimator shares: step-unlocked
+starting positions (SPEC section 4), the vectorised antithetic step, and the one
+particle-reset rule (an episode ends after ``T`` steps, or as soon as a particle's
+loss turns non-finite, and the particle starts a fresh episode).
+
+Shapes: ``N`` = ``num_particles`` antithetic pairs. Inner states carry leading axes
+``[2, N]`` (index 0 runs under ``theta + eps``, index 1 under ``theta - eps``);
+positions ``tau`` and episode keys carry ``[N]``.
+
+Every random quantity of an episode is derived from its episode key, so a pair's two
+members share keys and data, and replaying an episode reproduces it exactly:
+noise block ``b`` uses ``noise_key(k, b)``, step ``t`` uses ``step_key(k, t)`` and
+``batch_key(k, t)``, the initial state uses ``fold_in(k, 3)`` and the next episode's
+key is ``fold_in(k, 4)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from nres.task import Task
+from nres.tree import PyTree, tree_broadcast, tree_where
+
+_NOISE, _STEP, _BATCH, _INIT, _NEXT = range(5)
+
+
+class Particles(NamedTuple):
+    """Inner states ``[2, N, ...]``, positions ``tau`` int32 ``[N]``, keys uint32 ``[N, 2]``."""
+
+    inner: PyTree
+    tau: jax.Array
+    episode_key: jax.Array
+
+
+def noise_key(episode_key: jax.Array, block: jax.Array) -> jax.Array:
+    """Key of noise block ``block`` of an episode (the same for both pair members)."""
+    return jax.random.fold_in(jax.random.fold_in(episode_key, _NOISE), block)
+
+
+def step_key(episode_key: jax.Array, t: jax.Array) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(episode_key, _STEP), t)
+
+
+def batch_key(episode_key: jax.Array, t: jax.Array) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(episode_key, _BATCH), t)
+
+
+def _initial_inner(task: Task, episode_keys: jax.Array) -> PyTree:
+    """Fresh episode states for keys ``[n, 2]``, duplicated over the pair axis."""
+    states = jax.vmap(lambda k: task.init_state(jax.random.fold_in(k, _INIT)))(episode_keys)
+    return tree_broadcast(states, 2)
+
+
+def init_particles(task: Task, key: jax.Array, num_particles: int) -> Particles:
+    """``N`` pairs at the start of independent episodes (``tau = 0``)."""
+    keys = jax.random.split(key, num_particles)
+    return Particles(
+        inner=_initial_inner(task, keys),
+        tau=jnp.zeros((num_particles,), jnp.int32),
+        episode_key=keys,
+    )
+
+
+def unlocked_positions(key: jax.Array, num_particles: int, horizon: int, unroll_length: int) -> jax.Array:
+    """Step-unlocked positions ``tau_i``: uniform over the multiples of ``W`` below ``T``."""
+    num_windows = -(-horizon // unroll_length)
+    return unroll_length * jax.random.randint(key, (num_particles,), 0, num_windows, dtype=jnp.int32)
+
+
+def step_pairs(task: Task, thetas: PyTree, particles: Particles) -> tuple[PyTree, jax.Array]:
+    """Advance every member one step; returns new inner states and losses ``[2, N]``.
+
+    ``thetas`` has leaves ``[2, N, ...]`` (see :func:`nres.noise.antithetic`). Both
+    members of a pair receive the same step key, data batch and position.
+    """
+    tau, keys = particles.tau, particles.episode_key
+    batches = jax.vmap(lambda k, t: task.batch(batch_key(k, t), t))(keys, tau)
+    skeys = jax.vmap(step_key)(keys, tau)
+
+    def one(theta, state, t, k, batch):
+        new_state = task.step(theta, state, t, k, batch)
+        return new_state, task.loss(theta, new_state, t, batch)
+
+    over_particles = jax.vmap(one)
+    over_pair = jax.vmap(over_particles, in_axes=(0, 0, None, None, None))
+    return over_pair(thetas, particles.inner, tau, skeys, batches)
+
+
+def advance(
+    task: Task,
+    particles: Particles,
+    new_inner: PyTree,
+    losses: jax.Array,
+    active: Optional[jax.Array] = None,
+) -> tuple[Particles, jax.Array]:
+    """The particle-reset rule. Returns the advanced particles and ``done`` ``[N]``.
+
+    A pair whose step reached the horizon (``tau + 1 == T``) or produced a non-finite
+    loss in either member starts a new episode: fresh key, fresh initial state,
+    ``tau = 0``. Pairs with ``active == False`` (burn-in masking) do not move.
+    """
+    finite = jnp.all(jnp.isfinite(losses), axis=0)
+    done = (particles.tau + 1 >= task.horizon) | ~finite
+    tau = particles.tau + 1
+    if active is not None:
+        done = done & active
+        new_inner = tree_where(active, new_inner, particles.inner, axis=1)
+        tau = jnp.where(active, tau, particles.tau)
+    next_keys = jax.vmap(lambda k: jax.random.fold_in(k, _NEXT))(particles.episode_key)
+    episode_key = jnp.where(done[:, None], next_keys, particles.episode_key)
+
+    def reset(inner):
+        fresh = _initial_inner(task, episode_key)
+        return tree_where(done, fresh, inner, axis=1)
+
+    inner = jax.lax.cond(jnp.any(done), reset, lambda inner: inner, new_inner)
+    return Particles(inner, jnp.where(done, 0, tau), episode_key), done
+

@@ -1,0 +1,51 @@
+"""Registry of the applications ``nres train --task NAME`` knows.
+
+Each application module defines ``ENTRY``, a :class:`TaskEntry`: its options dataclass
+(every field becomes a ``--flag`` of ``nres train``), a builder from options to a
+:class:`nres.Task`, and the paper's training settings for it. Modules are imported
+only when asked for, so heavy dependencies (MuJoCo, datasets) load on demand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Mapping
+
+from nres.task import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEntry:
+    """How the command line builds one application.
+
+    Attributes:
+      name: the ``--task`` value.
+      config_cls: a dataclass whose fields (with defaults) are the task's options.
+      build: ``config -> Task``.
+      training_defaults: settings of ``nres train`` this task changes from the global
+        defaults (e.g. the paper's ``num_particles``, ``sigma``, ``lr`` for it).
+      description: one line for ``--help``.
+    """
+
+    name: str
+    config_cls: type
+    build: Callable[[Any], Task]
+    training_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+
+_MODULES = {
+    "lorenz": "nres.tasks.lorenz",
+    "linear": "nres.tasks.linear",
+}
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(_MODULES)
+
+
+def get_task_entry(name: str) -> TaskEntry:
+    if name not in _MODULES:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_MODULES)}")
+    return importlib.import_module(_MODULES[name]).ENTRY
