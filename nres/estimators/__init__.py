@@ -17,59 +17,61 @@ from nres.estimators.online_es import OnlineES, OnlineESState
 from nres.task import Task
 
 
-def gpes(task: Task, num_particles: int, unroll_length: int, sigma: float, noise_period: int) -> OnlineES:
+def gpes(task: Task, num_particles: int, unroll_length: int, sigma: float, noise_period: int, **options) -> OnlineES:
     """Generalised PES: fresh noise every ``K = noise_period`` steps, accumulated."""
-    return OnlineES(task, num_particles, unroll_length, sigma, noise_period, name="gpes")
+    return OnlineES(task, num_particles, unroll_length, sigma, noise_period, name="gpes", **options)
 
 
-def pes(task: Task, num_particles: int, unroll_length: int, sigma: float) -> OnlineES:
+def pes(task: Task, num_particles: int, unroll_length: int, sigma: float, **options) -> OnlineES:
     """Persistent ES (Vicol et al. 2021) = GPES with ``K = W``."""
-    return OnlineES(task, num_particles, unroll_length, sigma, unroll_length, name="pes")
+    return OnlineES(task, num_particles, unroll_length, sigma, unroll_length, name="pes", **options)
 
 
-def nres(task: Task, num_particles: int, unroll_length: int, sigma: float) -> OnlineES:
+def nres(task: Task, num_particles: int, unroll_length: int, sigma: float, **options) -> OnlineES:
     """Noise-Reuse ES = GPES with ``K >= T``: one noise per episode."""
-    return OnlineES(task, num_particles, unroll_length, sigma, task.horizon, name="nres")
+    return OnlineES(task, num_particles, unroll_length, sigma, task.horizon, name="nres", **options)
 
 
-def fulles(task: Task, num_particles: int, sigma: float, unroll_length: Optional[int] = None) -> OnlineES:
-    """Offline ES: every pair unrolls a whole episode from ``tau = 0``; ``W = T``.
-
-    ``unroll_length`` is accepted for a uniform signature and must be ``None`` or ``T``.
-    """
-    if unroll_length not in (None, task.horizon):
-        raise ValueError(f"fulles unrolls whole episodes: unroll_length must be T={task.horizon}, got {unroll_length}")
-    return OnlineES(task, num_particles, task.horizon, sigma, task.horizon, step_unlocked=False, name="fulles")
+def fulles(task: Task, num_particles: int, sigma: float, **options) -> OnlineES:
+    """Offline ES: every pair unrolls a whole episode from ``tau = 0`` (``W = T``)."""
+    return OnlineES(task, num_particles, task.horizon, sigma, task.horizon, step_unlocked=False, name="fulles",
+                    **options)
 
 
-def tes(task: Task, num_particles: int, unroll_length: int, sigma: float) -> OnlineES:
+def tes(task: Task, num_particles: int, unroll_length: int, sigma: float, **options) -> OnlineES:
     """Truncated ES (biased): fresh noise every window, no memory of earlier noise."""
-    return OnlineES(task, num_particles, unroll_length, sigma, None, name="tes")
+    return OnlineES(task, num_particles, unroll_length, sigma, None, name="tes", **options)
 
 
 ES_ESTIMATORS = ("fulles", "tes", "pes", "gpes", "nres")
 
 
-def _build_gpes(task, *, num_particles, unroll_length, sigma, noise_period):
+def _build_gpes(task, *, num_particles, unroll_length, sigma, noise_period, **options):
     if noise_period is None:
         raise ValueError("estimator 'gpes' needs noise_period (K)")
-    return gpes(task, num_particles, unroll_length, sigma, noise_period)
+    return gpes(task, num_particles, unroll_length, sigma, noise_period, **options)
 
 
 def _without_noise_period(builder, name):
-    def build(task, *, num_particles, unroll_length, sigma, noise_period):
+    def build(task, *, num_particles, unroll_length, sigma, noise_period, **options):
         if noise_period is not None:
             raise ValueError(f"noise_period (K) applies only to 'gpes', not to {name!r}")
-        return builder(task, num_particles=num_particles, unroll_length=unroll_length, sigma=sigma)
+        return builder(task, num_particles=num_particles, unroll_length=unroll_length, sigma=sigma, **options)
 
     return build
 
 
-# name -> builder(task, *, num_particles, unroll_length, sigma, noise_period) -> estimator.
+def _build_fulles(task, *, num_particles, unroll_length, sigma, **options):
+    del unroll_length  # FullES always unrolls whole episodes: W = T
+    return fulles(task, num_particles, sigma, **options)
+
+
+# name -> builder(task, *, num_particles, unroll_length, sigma, noise_period, **options).
 # Every estimator built here has init/estimate, env_steps_per_update,
-# sequential_steps_per_update, burn_in_env_steps(state) and name.
+# sequential_steps_per_update, burn_in_env_steps(state) and name; options are
+# estimator-specific switches such as loss_normalize.
 ESTIMATORS = {
-    "fulles": _without_noise_period(lambda task, num_particles, unroll_length, sigma: fulles(task, num_particles, sigma), "fulles"),
+    "fulles": _without_noise_period(_build_fulles, "fulles"),
     "tes": _without_noise_period(tes, "tes"),
     "pes": _without_noise_period(pes, "pes"),
     "gpes": _build_gpes,
@@ -89,12 +91,14 @@ def make_estimator(
     unroll_length: int,
     sigma: float,
     noise_period: Optional[int] = None,
+    **options,
 ):
     """Build an estimator by name (a key of :data:`ESTIMATORS`)."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
     return ESTIMATORS[name](
-        task, num_particles=num_particles, unroll_length=unroll_length, sigma=sigma, noise_period=noise_period
+        task, num_particles=num_particles, unroll_length=unroll_length, sigma=sigma, noise_period=noise_period,
+        **options,
     )
 
 

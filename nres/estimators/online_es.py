@@ -61,6 +61,9 @@ class OnlineES:
       noise_period: ``K``; ``None`` means fresh noise every window without memory (TES).
       step_unlocked: start pairs at uniform multiples of ``W`` after a burn-in.
       name: the estimator's display name.
+      loss_normalize: divide the window's gradient by the standard deviation over pairs
+        of each pair's mean loss difference ``(1/W) sum_t (L^+ - L^-)`` (a scale-free
+        step; the direction is unchanged).
     """
 
     task: Task
@@ -70,6 +73,7 @@ class OnlineES:
     noise_period: Optional[int]
     step_unlocked: bool = True
     name: str = "gpes"
+    loss_normalize: bool = False
 
     def __post_init__(self):
         validate_task(self.task)
@@ -130,14 +134,25 @@ class OnlineES:
             state = state._replace(particles=state.particles._replace(inner=inner))
 
         def body(carry, s):
-            state, grad, loss_sum, bad = carry
+            state, grad, loss_sum, diff_sum, bad = carry
             state, contribution, losses, nonfinite = self._step(state, theta, s)
-            return (state, tree_add(grad, contribution), loss_sum + jnp.sum(losses), bad | nonfinite), None
+            carry = (
+                state,
+                tree_add(grad, contribution),
+                loss_sum + jnp.sum(losses),
+                diff_sum + (losses[0] - losses[1]),
+                bad | nonfinite,
+            )
+            return carry, None
 
-        init = (state, tree_zeros_like(theta), jnp.zeros((), jnp.float32), jnp.zeros(self.num_particles, bool))
-        (state, grad_sum, loss_sum, bad), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
+        zeros = jnp.zeros(self.num_particles, jnp.float32)
+        init = (state, tree_zeros_like(theta), jnp.zeros((), jnp.float32), zeros, zeros > 0)
+        (state, grad_sum, loss_sum, diff_sum, bad), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
         n_w = self.num_particles * self.unroll_length
-        grad = tree_scale(grad_sum, 1.0 / (2.0 * self.sigma**2 * n_w))
+        scale = 1.0 / (2.0 * self.sigma**2 * n_w)
+        if self.loss_normalize:
+            scale = scale / (jnp.std(diff_sum / self.unroll_length) + 1e-12)
+        grad = tree_scale(grad_sum, scale)
         info = WindowInfo(train_loss=loss_sum / (2 * n_w), num_nonfinite=jnp.sum(bad))
         return grad, state, info
 

@@ -38,6 +38,8 @@ class TaskEntry:
 _MODULES = {
     "lorenz": "nres.tasks.lorenz",
     "linear": "nres.tasks.linear",
+    "lopt": "nres.tasks.lopt",
+    "rl": "nres.tasks.rl",
 }
 
 

@@ -1,0 +1,241 @@
+"""The ``nres`` command line: ``train``, ``eval`` and ``plot``.
+
+Every :class:`nres.config.TrainConfig` field is a ``--flag`` of ``nres train`` and
+every field of the chosen task's options dataclass is one too (``--task lorenz
+--dt 0.01``). Bad input ends with a one-line ``nres: error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+import typing
+from typing import Any, Optional, Sequence
+
+from nres.config import (
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    TRAIN_FIELDS,
+    ConfigError,
+    TrainConfig,
+    load_config_file,
+    resolve_config,
+)
+
+EXIT_BAD_INPUT = 2
+
+HELP = {
+    "task": "application to train on",
+    "estimator": "gradient estimator",
+    "num_particles": "N, antithetic particle pairs",
+    "unroll_length": "W, steps per truncation window (= per update)",
+    "horizon": "T, episode length (default: the task's own)",
+    "sigma": "ES perturbation scale",
+    "noise_period": "K of GPES_K (gpes only)",
+    "optimizer": "outer optimiser",
+    "lr": "outer learning rate",
+    "lr_schedule": "learning-rate schedule",
+    "lr_boundaries": "piecewise schedule: updates at which the lr is multiplied by --lr-decay",
+    "lr_decay": "piecewise schedule: factor applied at each boundary",
+    "grad_clip": "clip the gradient to this global norm",
+    "loss_normalize": "divide each gradient by the std of the pairs' loss differences",
+    "iterations": "number of updates",
+    "seed": "PRNG seed",
+    "eval_every": "evaluate theta every this many updates (0: not during training)",
+    "eval_at_end": "evaluate the final theta (--no-eval-at-end defers it to `nres eval`)",
+    "checkpoint_every": "checkpoint every this many updates",
+    "max_nonfinite": "stop after this many consecutive non-finite windows",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _arg_type(annotation):
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union:
+        annotation = next(a for a in args if a is not type(None))
+    return annotation
+
+
+def _add_dataclass_flags(group, fields, help_texts: dict, defaults: dict, choices: dict) -> None:
+    for field in fields:
+        tp = _arg_type(field.type if not isinstance(field.type, str) else eval(field.type, {"Optional": Optional, "Any": Any, "tuple": tuple, "typing": typing}))
+        default = defaults.get(field.name, field.default)
+        help_text = help_texts.get(field.name, field.name.replace("_", " "))
+        if default is not dataclasses.MISSING and default is not None and default != ():
+            help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        if tp is bool:
+            group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kwargs)
+        elif tp is tuple:
+            group.add_argument(_flag(field.name), nargs="+", type=int, metavar="N", **kwargs)
+        elif tp in (int, float, str):
+            group.add_argument(_flag(field.name), type=tp, choices=choices.get(field.name), **kwargs)
+
+
+def train_parser(task: str) -> argparse.ArgumentParser:
+    from nres.estimators import estimator_names
+    from nres.tasks import get_task_entry, task_names
+
+    entry = get_task_entry(task)
+    parser = _Parser(prog="nres train", description="Train theta with a gradient estimator; writes a run directory.")
+    parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings; flags override it")
+    parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK-ESTIMATOR-TIME)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "task_options"]
+    choices = {"task": task_names(), "estimator": estimator_names(), "optimizer": OPTIMIZERS,
+               "lr_schedule": LR_SCHEDULES}
+    _add_dataclass_flags(parser.add_argument_group("training"), fields, HELP, dict(entry.training_defaults), choices)
+    task_group = parser.add_argument_group(f"options of task {task!r} ({entry.description})")
+    task_fields = [f for f in dataclasses.fields(entry.config_cls) if f.name != "horizon"]
+    _add_dataclass_flags(task_group, task_fields, {}, {}, {})
+    return parser
+
+
+def _task_of(argv: Sequence[str]) -> str:
+    pre = _Parser(prog="nres train", add_help=False)
+    pre.add_argument("--task")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.task:
+        return known.task
+    if known.config:
+        return load_config_file(known.config).get("task", TrainConfig.task)
+    return TrainConfig.task
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from nres.run import resume_run, start_run
+    from nres.tasks import get_task_entry
+
+    task = _task_of(argv)
+    try:
+        get_task_entry(task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    args = vars(train_parser(task).parse_args(argv))
+    control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress")}
+    progress = not control["no_progress"]
+    if control["resume"]:
+        extra = sorted(set(args) - {"iterations"})
+        if extra or control["config"] or control["out"]:
+            raise ConfigError("--resume takes only --iterations (the run's other settings are fixed)")
+        path = resume_run(control["resume"], args.get("iterations"), progress=progress)
+    else:
+        option_names = {f.name for f in dataclasses.fields(get_task_entry(task).config_cls)}
+        flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
+        task_flags = {k: v for k, v in args.items() if k in option_names}
+        file_layer = load_config_file(control["config"]) if control["config"] else {}
+        config = resolve_config(file_layer, {**flags, "task_options": task_flags})
+        path = start_run(config, control["out"], overwrite=control["overwrite"], progress=progress)
+    print(f"done: results in {path}/ (metrics.jsonl, curves.png, thetas.npz, tensorboard/)")
+    return 0
+
+
+def cmd_eval(argv: Sequence[str]) -> int:
+    from nres.run import evaluate_run
+
+    parser = _Parser(prog="nres eval", description="Evaluate saved thetas of a run on the task's test set.")
+    parser.add_argument("run", metavar="DIR")
+    parser.add_argument("--all", action="store_true", help="every saved theta, not only the final one")
+    parser.add_argument("--stride", type=int, default=1, help="with --all: every this many saved thetas")
+    args = parser.parse_args(argv)
+    if args.stride <= 0:
+        raise ConfigError(f"--stride must be positive, got {args.stride}")
+    for row in evaluate_run(args.run, every_saved=args.all, stride=args.stride):
+        metrics = ", ".join(f"{k}={v:.6g}" for k, v in row.items() if k not in ("iteration", "wall_time_s",
+                            "total_env_steps", "sequential_steps") and isinstance(v, (int, float)))
+        print(f"update {row['iteration']}: {metrics}")
+    return 0
+
+
+def cmd_plot(argv: Sequence[str]) -> int:
+    from nres import rundir
+    from nres.plotting import X_AXES, plot_comparison, run_label
+
+    parser = _Parser(prog="nres plot", description="Compare runs: one curve per run.")
+    parser.add_argument("runs", nargs="+", metavar="DIR")
+    parser.add_argument("--x", choices=tuple(X_AXES), default="updates", help="x axis")
+    parser.add_argument("--metric", default=None, help="y axis: test_loss if every run has it, else train_loss")
+    parser.add_argument("--out", default="comparison.png", metavar="FILE.png")
+    args = parser.parse_args(argv)
+    runs = []
+    for path in args.runs:
+        config = rundir.read_config(path)["config"]
+        runs.append((run_label(config), rundir.read_metrics(path)))
+    metric = args.metric
+    if metric is None:
+        metric = "test_loss" if all(any("test_loss" in r for r in rows) for _, rows in runs) else "train_loss"
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    curves = plot_comparison(runs, args.out, args.x, metric)
+    print(f"wrote {args.out}: {curves} curves of {metric} against {args.x}")
+    return 0
+
+
+# Commands defined elsewhere are imported only when used: "module:function".
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "plot": cmd_plot,
+    "variance": "nres.diagnostics.cli:cmd_variance",
+    "rollout": "nres.tasks.rl.rollout:cmd_rollout",
+}
+
+
+def _command(name: str):
+    command = COMMANDS[name]
+    if isinstance(command, str):
+        import importlib
+
+        module, function = command.split(":")
+        command = getattr(importlib.import_module(module), function)
+    return command
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from nres.checkpoint import CheckpointError
+    from nres.rundir import RunDirError
+    from nres.run import RunStopped
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        if not argv:
+            argv = ["train"]
+        else:
+            print("usage: nres {train,eval,plot,variance,rollout} ...\n\n"
+                  "  train     train theta (default: NRES on Lorenz)\n"
+                  "  eval      evaluate a run's saved thetas\n"
+                  "  plot      compare runs\n"
+                  "  variance  mean and total variance of estimators\n"
+                  "  rollout   watch a learned policy (rl task)\n")
+            return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        if command.startswith("-"):
+            command, rest = "train", argv
+        else:
+            print(f"nres: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    try:
+        return _command(command)(rest)
+    except (ConfigError, RunDirError, CheckpointError) as err:
+        print(f"nres: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunStopped as stop:
+        print(f"nres: {stop}", file=sys.stderr)
+        return stop.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The resolved settings of a training run, and loading them from TOML/YAML files.
+
+Precedence: global defaults < the task's paper defaults (``TaskEntry.training_defaults``)
+< the config file < command-line flags. Task options live in ``task_options`` and are
+checked against the task's own options dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+import typing
+from typing import Any, Mapping, Optional
+
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "piecewise")
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the setting and the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of ``nres train``.
+
+    Attributes:
+      task: application name (``nres.tasks``).
+      estimator: gradient estimator name (``nres.estimators.ESTIMATORS``).
+      num_particles: ``N`` antithetic pairs.
+      unroll_length: ``W`` steps per update (FullES uses ``T``).
+      horizon: ``T``; ``None`` keeps the task's own.
+      sigma: ES noise scale.
+      noise_period: ``K`` of GPES_K (only for ``gpes``).
+      optimizer, lr: the outer optax optimiser and its learning rate.
+      lr_schedule: ``constant`` or ``piecewise`` (multiply by ``lr_decay`` at each of
+        ``lr_boundaries``, in updates), as the paper's PES runs do.
+      grad_clip: clip the gradient to this global norm (``None``: off).
+      loss_normalize: divide each window's gradient by the standard deviation over
+        pairs of the pairs' mean antithetic loss difference (scale-free steps).
+      iterations: number of updates.
+      seed: PRNG seed of everything random in the run.
+      eval_every: evaluate the unperturbed ``theta`` every this many updates (0: never
+        during training); evaluation time is excluded from ``wall_time_s``.
+      eval_at_end: evaluate the final ``theta`` when training ends (turn off to defer
+        all evaluation to ``nres eval``).
+      checkpoint_every: checkpoint every this many updates (and at the end).
+      max_nonfinite: stop after this many consecutive windows with non-finite losses.
+      task_options: the task's own options (fields of its options dataclass).
+    """
+
+    task: str = "lorenz"
+    estimator: str = "nres"
+    num_particles: int = 200
+    unroll_length: int = 100
+    horizon: Optional[int] = None
+    sigma: float = 0.04
+    noise_period: Optional[int] = None
+    optimizer: str = "sgd"
+    lr: float = 1e-5
+    lr_schedule: str = "constant"
+    lr_boundaries: tuple = ()
+    lr_decay: float = 0.1
+    grad_clip: Optional[float] = None
+    loss_normalize: bool = False
+    iterations: int = 1000
+    seed: int = 0
+    eval_every: int = 0
+    eval_at_end: bool = True
+    checkpoint_every: int = 500
+    max_nonfinite: int = 20
+    task_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(name: str, value: Any, annotation) -> Any:
+    """Check ``value`` against a field annotation, converting losslessly; raise ConfigError."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"Optional": Optional, "Any": Any, "Mapping": Mapping, "tuple": tuple})
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"setting {name!r} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"setting {name!r} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"setting {name!r} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"setting {name!r} must be a string, got {value!r}")
+    if annotation is tuple or origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        raise ConfigError(f"setting {name!r} must be a list, got {value!r}")
+    return value
+
+
+def load_config_file(path: str | pathlib.Path) -> dict:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file into a flat dict.
+
+    Top-level keys are ``TrainConfig`` fields (dashes or underscores); a ``[task_options]``
+    table (or ``task_options:`` mapping) holds the task's options.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {str(path)!r} must end in .toml, .yaml, .yml or .json")
+    except ConfigError:
+        raise
+    except Exception as err:  # the parsers' own error types differ
+        raise ConfigError(f"config file {str(path)!r} is not valid: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def resolve_config(*layers: Mapping[str, Any]) -> TrainConfig:
+    """Merge setting layers (later wins) into a validated :class:`TrainConfig`.
+
+    Unknown keys, wrong types and bad values raise :class:`ConfigError` naming them.
+    """
+    from nres.estimators import estimator_names
+    from nres.tasks import get_task_entry
+
+    merged: dict[str, Any] = {}
+    task_options: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "task_options":
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"setting 'task_options' must be a table, got {value!r}")
+                task_options.update({k.replace("-", "_"): v for k, v in value.items()})
+            elif key not in TRAIN_FIELDS:
+                raise ConfigError(f"unknown setting {key!r}")
+            else:
+                merged[key] = coerce(key, value, TRAIN_FIELDS[key].type)
+    task_name = merged.get("task", TrainConfig.task)
+    try:
+        entry = get_task_entry(task_name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    # The task's paper defaults apply under everything the user set.
+    base = {k: coerce(k, v, TRAIN_FIELDS[k].type) for k, v in entry.training_defaults.items()}
+    merged = {**base, **merged}
+    option_fields = {f.name: f for f in dataclasses.fields(entry.config_cls)}
+    for key, value in task_options.items():
+        if key not in option_fields:
+            known = ", ".join(option_fields) or "none"
+            raise ConfigError(f"unknown option {key!r} for task {task_name!r} (its options: {known})")
+        task_options[key] = coerce(key, value, option_fields[key].type)
+    config = TrainConfig(**merged, task_options=task_options)
+    validate(config, estimator_names())
+    return config
+
+
+def validate(config: TrainConfig, estimators) -> None:
+    """Value checks that need no task (the task and estimator check the rest)."""
+
+    def positive(name, allow_none=False):
+        value = getattr(config, name)
+        if value is None and allow_none:
+            return
+        if not value > 0:
+            raise ConfigError(f"setting {name!r} must be positive, got {value!r}")
+
+    if config.estimator not in estimators:
+        raise ConfigError(f"unknown estimator {config.estimator!r}; choose one of {', '.join(estimators)}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    for name in ("num_particles", "unroll_length", "sigma", "lr", "iterations", "checkpoint_every", "max_nonfinite"):
+        positive(name)
+    for name in ("horizon", "noise_period", "grad_clip"):
+        positive(name, allow_none=True)
+    if config.eval_every < 0:
+        raise ConfigError(f"setting 'eval_every' must be >= 0, got {config.eval_every}")
+    if config.horizon is not None and config.unroll_length > config.horizon and config.estimator != "fulles":
+        raise ConfigError(f"setting 'unroll_length' W={config.unroll_length} exceeds the horizon T={config.horizon}")
+    if any(not isinstance(b, int) or b <= 0 for b in config.lr_boundaries):
+        raise ConfigError(f"setting 'lr_boundaries' must be positive update counts, got {list(config.lr_boundaries)}")
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    data = dataclasses.asdict(config)
+    data["lr_boundaries"] = list(config.lr_boundaries)
+    data["task_options"] = dict(config.task_options)
+    return data

@@ -1,0 +1,162 @@
+"""The training loop's pure parts: building a run from its config and one update.
+
+``Trainer.update`` is one compiled call per update: the estimator's whole window,
+the optax update, and the non-finite guard (a window with non-finite losses or
+gradient leaves ``theta`` and the optimiser state untouched).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nres.config import ConfigError, TrainConfig
+from nres.estimators import make_estimator
+from nres.task import Task
+from nres.tasks import get_task_entry
+from nres.tree import PyTree, tree_all_finite
+
+
+def build_task(config: TrainConfig) -> Task:
+    """The task of a config, with ``config.horizon`` overriding the task's own ``T``."""
+    entry = get_task_entry(config.task)
+    options = dict(config.task_options)
+    if config.horizon is not None:
+        if "horizon" not in {f.name for f in dataclasses.fields(entry.config_cls)}:
+            raise ConfigError(f"task {config.task!r} has a fixed horizon; remove setting 'horizon'")
+        options["horizon"] = config.horizon
+    try:
+        return entry.build(entry.config_cls(**options))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"task {config.task!r}: {err}") from None
+
+
+def build_estimator(config: TrainConfig, task: Task):
+    try:
+        return make_estimator(
+            config.estimator,
+            task,
+            num_particles=config.num_particles,
+            unroll_length=config.unroll_length,
+            sigma=config.sigma,
+            noise_period=config.noise_period,
+            **({"loss_normalize": True} if config.loss_normalize else {}),
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def learning_rate(config: TrainConfig) -> optax.Schedule:
+    if config.lr_schedule == "piecewise":
+        return optax.piecewise_constant_schedule(config.lr, {b: config.lr_decay for b in config.lr_boundaries})
+    return optax.constant_schedule(config.lr)
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The outer optimiser: optional global-norm clipping, then SGD or Adam."""
+    schedule = learning_rate(config)
+    base = optax.sgd(schedule) if config.optimizer == "sgd" else optax.adam(schedule)
+    if config.grad_clip is None:
+        return base
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+
+
+class Learner(NamedTuple):
+    """Everything of a run that lives on device: theta, optimiser and estimator state."""
+
+    theta: PyTree
+    opt_state: Any
+    estimator_state: Any
+
+
+class UpdateInfo(NamedTuple):
+    train_loss: jax.Array
+    grad_norm: jax.Array
+    applied: jax.Array
+    num_nonfinite: jax.Array
+
+
+@dataclasses.dataclass
+class Counters:
+    """Host-side bookkeeping (Python ints, so they never overflow)."""
+
+    iteration: int = 0
+    total_env_steps: int = 0
+    sequential_steps: int = 0
+    wall_time_s: float = 0.0
+    consecutive_nonfinite: int = 0
+    nonfinite_windows: int = 0
+
+
+class Trainer:
+    """Builds task, estimator and optimiser from a config; owns the compiled update."""
+
+    def __init__(self, config: TrainConfig, task: Task | None = None):
+        self.config = config
+        self.task = task if task is not None else build_task(config)
+        self.estimator = build_estimator(config, self.task)
+        self.optimizer = make_optimizer(config)
+        jittable = getattr(self.estimator, "jittable", True)
+        self._update = jax.jit(self._update_fn) if jittable else self._update_fn
+        self._init = jax.jit(self._init_fn) if jittable else self._init_fn
+
+    def _init_fn(self, key: jax.Array) -> Learner:
+        k_theta, k_est = jax.random.split(key)
+        theta = self.task.init_theta(k_theta)
+        return Learner(theta, self.optimizer.init(theta), self.estimator.init(k_est, theta))
+
+    def init(self) -> tuple[Learner, Counters]:
+        """Fresh learner (burn-in included) and counters at iteration 0."""
+        start = time.perf_counter()
+        learner = self._init(jax.random.PRNGKey(self.config.seed))
+        jax.block_until_ready(learner)
+        counters = Counters(total_env_steps=self.estimator.burn_in_env_steps(learner.estimator_state))
+        counters.wall_time_s = time.perf_counter() - start
+        return learner, counters
+
+    def learner_template(self) -> Learner:
+        """Shapes and dtypes of a learner, without running the burn-in."""
+        if getattr(self.estimator, "jittable", True):
+            return jax.eval_shape(self._init_fn, jax.random.PRNGKey(self.config.seed))
+        return self._init_fn(jax.random.PRNGKey(self.config.seed))
+
+    def _update_fn(self, learner: Learner) -> tuple[Learner, UpdateInfo]:
+        grad, est_state, info = self.estimator.estimate(learner.estimator_state, learner.theta)
+        updates, opt_state = self.optimizer.update(grad, learner.opt_state, learner.theta)
+        theta = optax.apply_updates(learner.theta, updates)
+        applied = (info.num_nonfinite == 0) & tree_all_finite(grad)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
+        learner = Learner(keep(theta, learner.theta), keep(opt_state, learner.opt_state), est_state)
+        return learner, UpdateInfo(info.train_loss, optax.global_norm(grad), applied, info.num_nonfinite)
+
+    def update(self, learner: Learner, counters: Counters) -> tuple[Learner, Counters, UpdateInfo]:
+        """One update; returns new learner, new counters and host-side info."""
+        start = time.perf_counter()
+        learner, info = self._update(learner)
+        info = jax.device_get(info)
+        elapsed = time.perf_counter() - start
+        applied = bool(info.applied)
+        counters = dataclasses.replace(
+            counters,
+            iteration=counters.iteration + 1,
+            total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update,
+            sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update,
+            wall_time_s=counters.wall_time_s + elapsed,
+            consecutive_nonfinite=0 if applied else counters.consecutive_nonfinite + 1,
+            nonfinite_windows=counters.nonfinite_windows + (0 if applied else 1),
+        )
+        return learner, counters, info
+
+    def evaluate(self, theta: PyTree) -> dict[str, float]:
+        """The task's held-out metrics of an unperturbed ``theta`` (empty if it has none)."""
+        if self.task.evaluate is None:
+            return {}
+        if not hasattr(self, "_evaluate"):
+            self._evaluate = jax.jit(self.task.evaluate)
+        metrics = self._evaluate(theta, jax.random.PRNGKey(self.config.seed + 1))
+        return {k: float(v) for k, v in jax.device_get(metrics).items()}
