@@ -1,0 +1,1 @@
+"""Diagnostics of gradient estimators: analytic and empirical bias and variance."""

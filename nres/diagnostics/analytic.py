@@ -1,0 +1,89 @@
+"""First-order (exact for quadratic losses) total variance of GPES_K (SPEC section 5).
+
+Notation (SPEC -> code): ``T`` = ``horizon``, ``W`` = ``unroll_length``, ``K`` =
+``noise_period``, ``N`` = ``num_particles``, ``d`` = size of theta,
+``G_{t,b}`` = ``blocks[t - 1, b]``: the part of ``dL_t/dtheta`` flowing through noise
+block ``b`` (the steps ``bK .. bK + K - 1``), ``m_t = ceil(t / K)`` blocks seen.
+
+With ``x_t = sum_b G_{t,b} . eps_b`` and ``xi_t = sum_{b < m_t} eps_b`` a pair's step
+term is ``x_t xi_t / sigma^2``; Isserlis' theorem gives for two steps ``s, t`` of one
+window::
+
+    tr Cov(g_s, g_t) = d min(m_s, m_t) sum_b G_{s,b}.G_{t,b} + C_{s, m_t} . C_{t, m_s},
+
+with ``C_{t, m} = sum_{b < m} G_{t,b}``. For ``s = t`` this is SPEC's
+``||grad L_t||^2 + d m_t sum_b ||G_{t,b}||^2``. The window estimate averages ``W``
+steps, pairs start at uniform multiples of ``W`` (law of total variance over the start)
+and ``N`` independent pairs divide the variance by ``N``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from nres.task import Task
+from nres.tree import PyTree
+
+
+def block_gradients(task: Task, theta: PyTree, noise_period: int, key: jax.Array | None = None) -> np.ndarray:
+    """``G`` of shape ``[T, B, d]``: ``dL_t / dtheta_b`` for every step and noise block.
+
+    One episode is unrolled with a separate copy of ``theta`` per noise block
+    (``B = ceil(T / K)`` blocks) and differentiated with ``jax.jacrev``; the episode's
+    key is fixed, so this is meant for tasks whose losses are differentiable.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    flat, unravel = ravel_pytree(theta)
+    horizon = task.horizon
+    num_blocks = -(-horizon // noise_period)
+
+    def losses(block_thetas):  # [B, d] -> [T]
+        def body(state, t):
+            theta_t = unravel(block_thetas[t // noise_period])
+            batch = task.batch(jax.random.fold_in(key, 2 * t + 1), t)
+            state = task.step(theta_t, state, t, jax.random.fold_in(key, 2 * t), batch)
+            return state, task.loss(theta_t, state, t, batch)
+
+        return jax.lax.scan(body, task.init_state(key), jnp.arange(horizon))[1]
+
+    copies = jnp.broadcast_to(flat, (num_blocks,) + flat.shape)
+    return np.asarray(jax.jacrev(losses)(copies), np.float64)
+
+
+def window_moments(blocks: np.ndarray, start: int, unroll_length: int, noise_period: int) -> tuple[np.ndarray, float]:
+    """Mean ``[d]`` and total variance of one pair's estimate for the window at ``start``."""
+    horizon, _, dim = blocks.shape
+    steps = np.arange(start, min(start + unroll_length, horizon))
+    g = blocks[steps]  # [W, B, d]
+    seen = steps // noise_period + 1  # m_t
+    cumulative = np.cumsum(g, axis=1)  # C_{t, m} at index m - 1
+    full = cumulative[:, -1]  # grad L_t
+    inner = np.einsum("sbd,tbd->st", g, g)
+    cross = np.einsum("std,tsd->st", cumulative[:, seen - 1], cumulative[:, seen - 1])
+    cov = dim * np.minimum.outer(seen, seen) * inner + cross
+    return full.sum(0) / unroll_length, float(cov.sum()) / unroll_length**2
+
+
+def gpes_total_variance(
+    blocks: np.ndarray, unroll_length: int, noise_period: int, num_particles: int = 1, step_unlocked: bool = True
+) -> float:
+    """``tr Cov`` of the GPES_K estimate: ``N`` pairs at uniform multiples of ``W`` below ``T``.
+
+    ``blocks`` must come from :func:`block_gradients` with the same ``noise_period``.
+    With ``step_unlocked=False`` every pair starts at ``tau = 0`` (FullES when ``W = K = T``).
+    """
+    horizon = blocks.shape[0]
+    starts = range(0, horizon, unroll_length) if step_unlocked else [0]
+    moments = [window_moments(blocks, s, unroll_length, noise_period) for s in starts]
+    means = np.stack([m for m, _ in moments])
+    within = np.mean([v for _, v in moments])
+    between = float(np.sum(np.var(means, axis=0)))
+    return (within + between) / num_particles
+
+
+def expected_gradient(blocks: np.ndarray) -> np.ndarray:
+    """``grad L(theta) = (1/T) sum_t grad L_t`` (shape ``[d]``)."""
+    return blocks.sum(axis=1).mean(axis=0)
