@@ -1,0 +1,109 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nres
+from nres.noise import sample_noise
+from nres.particles import advance, init_particles, noise_key, step_key, step_pairs, unlocked_positions
+from nres.task import Task
+
+T, W, N = 16, 4, 64
+
+
+def test_unlocked_positions_are_multiples_of_w_covering_the_horizon():
+    tau = np.asarray(unlocked_positions(jax.random.PRNGKey(0), 2000, horizon=T, unroll_length=W))
+    assert np.all(tau % W == 0)
+    assert set(tau.tolist()) == set(range(0, T, W))
+    # Uniform: each of the 4 positions has probability 1/4; binomial sd = sqrt(2000 * 3/16).
+    counts = np.bincount(tau // W)
+    bound = 5 * np.sqrt(2000 * 0.25 * 0.75)
+    assert np.all(np.abs(counts - 500) < bound), f"counts {counts} vs 500 +- {bound}"
+
+
+def test_unlocked_positions_when_w_does_not_divide_t():
+    tau = np.asarray(unlocked_positions(jax.random.PRNGKey(1), 500, horizon=10, unroll_length=4))
+    assert set(tau.tolist()) == {0, 4, 8}
+
+
+@pytest.fixture(scope="module")
+def nres_after_burn_in(linear_task, linear_theta):
+    est = nres.nres(linear_task, num_particles=N, unroll_length=W, sigma=0.1)
+    return est, jax.jit(est.init)(jax.random.PRNGKey(3), linear_theta)
+
+
+def test_burn_in_states_are_really_unrolled(linear_task, linear_theta, nres_after_burn_in):
+    """State i after init equals unrolling tau_i steps under theta +/- eps_i by hand."""
+    est, state = nres_after_burn_in
+    tau = np.asarray(state.particles.tau)
+    assert np.all(tau % W == 0) and tau.max() > 0
+    for i in range(8):
+        key = state.particles.episode_key[i]
+        eps = sample_noise(noise_key(key, 0), linear_theta, 0.1)
+        for member, sign in ((0, 1.0), (1, -1.0)):
+            s = linear_task.init_state(None)
+            for t in range(tau[i]):
+                s = linear_task.step(linear_theta + sign * eps, s, t, step_key(key, t), None)
+            np.testing.assert_allclose(state.particles.inner[member, i], s, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state.eps[i], eps if tau[i] > 0 else 0 * eps, rtol=1e-6)
+
+
+def test_burn_in_env_steps_counts_two_per_particle_step(nres_after_burn_in):
+    est, state = nres_after_burn_in
+    assert est.burn_in_env_steps(state) == 2 * int(np.sum(state.particles.tau))
+
+
+def _data_task(horizon=5):
+    """A task whose step uses its key and its data batch: pair members must agree."""
+
+    def step(theta, state, t, key, batch):
+        return state + theta * batch + jax.random.normal(key, state.shape)
+
+    return Task(
+        init_theta=lambda k: jnp.ones(3),
+        init_state=lambda k: jax.random.normal(k, (3,)),
+        step=step,
+        loss=lambda theta, s, t, batch: jnp.sum(s**2) + jnp.sum(batch),
+        horizon=horizon,
+        sample_batch=lambda k, t: jax.random.uniform(k, (3,)),
+    )
+
+
+def test_pair_members_share_keys_data_and_initial_state():
+    task = _data_task()
+    particles = init_particles(task, jax.random.PRNGKey(0), 4)
+    np.testing.assert_array_equal(particles.inner[0], particles.inner[1])
+    assert not np.allclose(particles.inner[0, 0], particles.inner[0, 1])  # episodes differ
+    thetas = jnp.ones((2, 4, 3))  # identical parameters for both members
+    inner, losses = step_pairs(task, thetas, particles)
+    np.testing.assert_array_equal(inner[0], inner[1])
+    np.testing.assert_array_equal(losses[0], losses[1])
+
+
+def test_reset_rule_at_horizon_and_on_nonfinite_loss():
+    task = _data_task(horizon=3)
+    particles = init_particles(task, jax.random.PRNGKey(0), 3)
+    particles = particles._replace(tau=jnp.array([2, 0, 1], jnp.int32))
+    thetas = jnp.ones((2, 3, 3))
+    inner, losses = step_pairs(task, thetas, particles)
+    losses = losses.at[1, 2].set(jnp.nan)  # pair 2 turns non-finite in one member
+    new, done = advance(task, particles, inner, losses)
+    np.testing.assert_array_equal(done, [True, False, True])
+    np.testing.assert_array_equal(new.tau, [0, 1, 0])
+    assert not np.array_equal(new.episode_key[0], particles.episode_key[0])
+    np.testing.assert_array_equal(new.episode_key[1], particles.episode_key[1])
+    np.testing.assert_array_equal(new.inner[:, 1], inner[:, 1])
+    fresh = init_particles(task, jax.random.PRNGKey(9), 1)  # structure only
+    assert fresh.inner.shape[2:] == new.inner.shape[2:]
+    # A reset pair starts from its new episode's initial state in both members.
+    np.testing.assert_array_equal(new.inner[0, 0], new.inner[1, 0])
+
+
+def test_inactive_pairs_do_not_move():
+    task = _data_task(horizon=3)
+    particles = init_particles(task, jax.random.PRNGKey(0), 2)
+    inner, losses = step_pairs(task, jnp.ones((2, 2, 3)), particles)
+    new, done = advance(task, particles, inner, losses, active=jnp.array([True, False]))
+    np.testing.assert_array_equal(new.tau, [1, 0])
+    np.testing.assert_array_equal(new.inner[:, 1], particles.inner[:, 1])
+    assert not np.allclose(new.inner[:, 0], particles.inner[:, 0])
