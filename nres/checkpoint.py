@@ -61,7 +61,8 @@ def load_pytree(path: str | pathlib.Path, template: PyTree) -> tuple[PyTree, dic
             stored = [data[f"leaf_{i:05d}"] for i in range(len(data.files) - 1)]
     except Exception as err:  # zip, key and JSON errors all mean an unreadable file
         raise CheckpointError(f"checkpoint {str(path)!r} is unreadable: {err}") from None
-    leaves, treedef = jax.tree_util.tree_flatten(template)
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = [leaf for _, leaf in with_paths]
     if len(stored) != len(leaves):
         raise CheckpointError(
             f"checkpoint {str(path)!r} holds {len(stored)} arrays but this run needs {len(leaves)}"
@@ -69,7 +70,8 @@ def load_pytree(path: str | pathlib.Path, template: PyTree) -> tuple[PyTree, dic
     for i, (got, want) in enumerate(zip(stored, leaves)):
         if tuple(got.shape) != tuple(want.shape) or np.dtype(got.dtype) != np.dtype(want.dtype):
             raise CheckpointError(
-                f"checkpoint {str(path)!r} array {i} is {got.dtype}{list(got.shape)}, "
+                f"checkpoint {str(path)!r} array {i} ({jax.tree_util.keystr(with_paths[i][0])}) is "
+                f"{got.dtype}{list(got.shape)}, "
                 f"this run needs {np.dtype(want.dtype)}{list(want.shape)}"
             )
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(x) for x in stored]), metadata

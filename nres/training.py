@@ -19,7 +19,7 @@ from nres.config import ConfigError, TrainConfig
 from nres.estimators import make_estimator
 from nres.task import Task
 from nres.tasks import get_task_entry
-from nres.tree import PyTree, tree_all_finite
+from nres.tree import PyTree, tree_all_finite, tree_norm
 
 
 def build_task(config: TrainConfig) -> Task:
@@ -132,7 +132,7 @@ class Trainer:
         applied = (info.num_nonfinite == 0) & tree_all_finite(grad)
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
         learner = Learner(keep(theta, learner.theta), keep(opt_state, learner.opt_state), est_state)
-        return learner, UpdateInfo(info.train_loss, optax.global_norm(grad), applied, info.num_nonfinite)
+        return learner, UpdateInfo(info.train_loss, tree_norm(grad), applied, info.num_nonfinite)
 
     def update(self, learner: Learner, counters: Counters) -> tuple[Learner, Counters, UpdateInfo]:
         """One update; returns new learner, new counters and host-side info."""

@@ -50,3 +50,8 @@ def tree_size(tree: PyTree) -> int:
 def tree_all_finite(tree: PyTree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def tree_norm(tree: PyTree) -> jax.Array:
+    """Global Euclidean norm over all leaves."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))

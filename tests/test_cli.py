@@ -1,0 +1,213 @@
+"""End-to-end runs of the ``nres`` command line on tiny Lorenz budgets."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nres import rundir
+from nres.cli import main
+
+TINY = [
+    "--task", "lorenz", "--horizon", "40", "--unroll-length", "10", "--num-particles", "4",
+    "--num-test-starts", "8", "--checkpoint-every", "3", "--no-progress",
+]
+
+
+def train(out, *extra):
+    return main(["train", *TINY, "--out", str(out), *extra])
+
+
+def without_wall_time(rows):
+    return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in rows]
+
+
+def read_event_scalars(directory):
+    """Parse TensorBoard event files (TFRecord of Event protos) into {tag: [(step, value)]}."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for name in os.listdir(directory):
+        data = open(os.path.join(directory, name), "rb").read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+@pytest.fixture(scope="module")
+def run_a(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    assert train(out, "--iterations", "6", "--seed", "3") == 0
+    return out
+
+
+def test_train_writes_every_file(run_a):
+    config = json.loads((run_a / "config.json").read_text())
+    assert config["config"]["estimator"] == "nres" and config["config"]["horizon"] == 40
+    assert {"nres", "jax", "jaxlib", "optax", "python"} <= set(config["versions"])
+    rows = rundir.read_metrics(run_a)
+    train_rows = [r for r in rows if "train_loss" in r]
+    assert [r["iteration"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    burn_in = train_rows[0]["total_env_steps"] - 2 * 4 * 10
+    assert burn_in >= 0 and burn_in % 20 == 0  # 2 * sum(tau_i), tau_i multiples of W
+    for i, row in enumerate(train_rows):
+        assert row["total_env_steps"] == burn_in + (i + 1) * 2 * 4 * 10
+        assert row["sequential_steps"] == (i + 1) * 10
+        assert np.isfinite(row["train_loss"]) and row["wall_time_s"] > 0
+    assert all(b["wall_time_s"] >= a["wall_time_s"] for a, b in zip(train_rows, train_rows[1:]))
+    assert "test_loss" in rows[-1] and rows[-1]["iteration"] == 6
+    with np.load(run_a / "thetas.npz") as thetas:  # plain numpy
+        assert list(thetas["iteration"]) == list(range(7))
+        assert thetas["theta"].shape == (7, 2)
+    with np.load(run_a / "checkpoint.npz") as ck:
+        assert json.loads(str(ck["metadata"]))["counters"]["iteration"] == 6
+    assert (run_a / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scalars = read_event_scalars(run_a / "tensorboard")
+    assert [step for step, _ in scalars["train/train_loss"]] == [1, 2, 3, 4, 5, 6]
+    assert scalars["test/test_loss"][-1][0] == 6
+    np.testing.assert_allclose([v for _, v in scalars["train/train_loss"]], [r["train_loss"] for r in train_rows],
+                               rtol=1e-6)
+
+
+def test_same_seed_same_metrics(run_a, tmp_path):
+    assert train(tmp_path / "b", "--iterations", "6", "--seed", "3") == 0
+    assert without_wall_time(rundir.read_metrics(run_a)) == without_wall_time(rundir.read_metrics(tmp_path / "b"))
+    assert train(tmp_path / "c", "--iterations", "6", "--seed", "4") == 0
+    assert without_wall_time(rundir.read_metrics(run_a)) != without_wall_time(rundir.read_metrics(tmp_path / "c"))
+
+
+def test_resume_equals_uninterrupted(run_a, tmp_path):
+    out = tmp_path / "r"
+    assert train(out, "--iterations", "4", "--seed", "3") == 0
+    assert main(["train", "--resume", str(out), "--iterations", "6", "--no-progress"]) == 0
+    with np.load(run_a / "thetas.npz") as a, np.load(out / "thetas.npz") as b:
+        np.testing.assert_array_equal(a["theta"], b["theta"])
+    train_rows = lambda path: [r for r in rundir.read_metrics(path) if "train_loss" in r]
+    assert without_wall_time(train_rows(run_a)) == without_wall_time(train_rows(out))
+
+
+def test_eval_appends_test_rows(run_a, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "e"
+    shutil.copytree(run_a, out)
+    before = rundir.read_metrics(out)
+    assert main(["eval", str(out)]) == 0
+    rows = rundir.read_metrics(out)
+    assert rows[: len(before)] == before and len(rows) == len(before) + 1
+    assert rows[-1]["iteration"] == 6 and rows[-1]["test_loss"] == pytest.approx(before[-1]["test_loss"])
+    assert main(["eval", str(out), "--all", "--stride", "3"]) == 0
+    assert [r["iteration"] for r in rundir.read_metrics(out)[len(rows) :]] == [0, 3, 6]
+    assert "update 6: test_loss=" in capsys.readouterr().out
+
+
+def test_plot_compares_runs(run_a, tmp_path, capsys):
+    other = tmp_path / "pes"
+    assert train(other, "--iterations", "3", "--estimator", "pes") == 0
+    png = tmp_path / "cmp.png"
+    for axis in ("updates", "env-steps", "sequential-steps", "wall-clock"):
+        assert main(["plot", str(run_a), str(other), "--x", axis, "--out", str(png)]) == 0
+        assert f"2 curves of test_loss against {axis}" in capsys.readouterr().out
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--bogus-flag", "1"], "unrecognized arguments: --bogus-flag"),
+        (["train", "--estimator", "sgd"], "invalid choice: 'sgd'"),
+        (["train", "--num-particles", "-3"], "'num_particles' must be positive, got -3"),
+        (["train", "--sigma", "abc"], "invalid float value: 'abc'"),
+        (["train", "--task", "pong"], "unknown task 'pong'"),
+        (["train", "--estimator", "gpes"], "needs noise_period"),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+    ],
+)
+def test_bad_flags_give_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert main([*args, "--out", str(out)] if args[0] == "train" else args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("nres: error:") and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_bad_config_files(tmp_path, capsys):
+    out = tmp_path / "never"
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("estimater = 'nres'\n")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("iterations: many\n")
+    for path, message in ((unknown, "unknown setting 'estimater'"), (wrong, "'iterations' must be an integer")):
+        assert main(["train", "--config", str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not out.exists()
+
+
+def test_resume_of_a_non_run_and_clobbering_are_refused(run_a, tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+    before = {p.name: p.stat().st_mtime_ns for p in run_a.iterdir()}
+    assert train(run_a, "--iterations", "2") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in run_a.iterdir()} == before
+    assert main(["train", "--resume", str(run_a), "--sigma", "0.1"]) == 2
+    assert "--resume takes only --iterations" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_a_run(tmp_path):
+    out = tmp_path / "o"
+    assert train(out, "--iterations", "4") == 0
+    assert train(out, "--iterations", "2", "--overwrite") == 0
+    assert [r["iteration"] for r in rundir.read_metrics(out) if "train_loss" in r] == [1, 2]
+
+
+def test_nonfinite_losses_stop_cleanly_with_a_readable_checkpoint(tmp_path, capsys):
+    from nres.run import load_run
+
+    out = tmp_path / "nan"
+    code = train(out, "--iterations", "50", "--lr", "1000", "--max-nonfinite", "3", "--checkpoint-every", "1")
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "3 consecutive windows had non-finite losses" in err
+    rows = [r for r in rundir.read_metrics(out) if "train_loss" in r]
+    skipped = [r for r in rows if r.get("skipped_nonfinite")]
+    assert len(skipped) == 3 and skipped[-1]["iteration"] == rows[-1]["iteration"]
+    learner, counters = load_run(out).load_checkpoint()
+    assert counters.iteration == rows[-1]["iteration"] - 3
+    assert np.all(np.isfinite(np.asarray(learner.theta)))
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches(tmp_path):
+    out = tmp_path / "int"
+    cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--out", str(out), "--iterations", "100000",
+           "--checkpoint-every", "100000", "--seed", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(rundir.read_metrics(out)) < 20:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and "Traceback" not in err
+    done = json.loads(str(np.load(out / "checkpoint.npz")["metadata"]))["counters"]["iteration"]
+    assert done >= 20
+    total = done + 5
+    assert main(["train", "--resume", str(out), "--iterations", str(total), "--no-progress"]) == 0
+    ref = tmp_path / "ref"
+    assert train(ref, "--iterations", str(total), "--seed", "5", "--checkpoint-every", "100000") == 0
+    with np.load(ref / "thetas.npz") as a, np.load(out / "thetas.npz") as b:
+        np.testing.assert_array_equal(a["theta"], b["theta"])
+        assert list(b["iteration"]) == list(range(total + 1))
