@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from nres.task import Task
+from nres.task import Batch, Task
 from nres.tree import PyTree, tree_broadcast, tree_where
 
 _NOISE, _STEP, _BATCH, _INIT, _NEXT = range(5)
@@ -50,17 +50,21 @@ def batch_key(episode_key: jax.Array, t: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(episode_key, _BATCH), t)
 
 
-def _initial_inner(task: Task, episode_keys: jax.Array) -> PyTree:
-    """Fresh episode states for keys ``[n, 2]``, duplicated over the pair axis."""
+def _initial_inner(task: Task, episode_keys: jax.Array, members: int = 2) -> PyTree:
+    """Fresh episode states for keys ``[n, 2]``, duplicated over the member axis."""
     states = jax.vmap(lambda k: task.init_state(jax.random.fold_in(k, _INIT)))(episode_keys)
-    return tree_broadcast(states, 2)
+    return tree_broadcast(states, members)
 
 
-def init_particles(task: Task, key: jax.Array, num_particles: int) -> Particles:
-    """``N`` pairs at the start of independent episodes (``tau = 0``)."""
+def init_particles(task: Task, key: jax.Array, num_particles: int, members: int = 2) -> Particles:
+    """``N`` pairs at the start of independent episodes (``tau = 0``).
+
+    ``members`` is the size of the leading axis of ``inner``: 2 for an antithetic pair,
+    1 for single-trajectory methods (the autodiff baselines).
+    """
     keys = jax.random.split(key, num_particles)
     return Particles(
-        inner=_initial_inner(task, keys),
+        inner=_initial_inner(task, keys, members),
         tau=jnp.zeros((num_particles,), jnp.int32),
         episode_key=keys,
     )
@@ -72,15 +76,20 @@ def unlocked_positions(key: jax.Array, num_particles: int, horizon: int, unroll_
     return unroll_length * jax.random.randint(key, (num_particles,), 0, num_windows, dtype=jnp.int32)
 
 
+def step_inputs(task: Task, particles: Particles) -> tuple[jax.Array, Batch]:
+    """Step keys ``[N, 2]`` and data batches ``[N, ...]`` of every particle's current step."""
+    tau, keys = particles.tau, particles.episode_key
+    batches = jax.vmap(lambda k, t: task.batch(batch_key(k, t), t))(keys, tau)
+    return jax.vmap(step_key)(keys, tau), batches
+
+
 def step_pairs(task: Task, thetas: PyTree, particles: Particles) -> tuple[PyTree, jax.Array]:
     """Advance every member one step; returns new inner states and losses ``[2, N]``.
 
     ``thetas`` has leaves ``[2, N, ...]`` (see :func:`nres.noise.antithetic`). Both
     members of a pair receive the same step key, data batch and position.
     """
-    tau, keys = particles.tau, particles.episode_key
-    batches = jax.vmap(lambda k, t: task.batch(batch_key(k, t), t))(keys, tau)
-    skeys = jax.vmap(step_key)(keys, tau)
+    skeys, batches = step_inputs(task, particles)
 
     def one(theta, state, t, k, batch):
         new_state = task.step(theta, state, t, k, batch)
@@ -88,7 +97,7 @@ def step_pairs(task: Task, thetas: PyTree, particles: Particles) -> tuple[PyTree
 
     over_particles = jax.vmap(one)
     over_pair = jax.vmap(over_particles, in_axes=(0, 0, None, None, None))
-    return over_pair(thetas, particles.inner, tau, skeys, batches)
+    return over_pair(thetas, particles.inner, particles.tau, skeys, batches)
 
 
 def advance(
@@ -103,6 +112,8 @@ def advance(
     A pair whose step reached the horizon (``tau + 1 == T``) or produced a non-finite
     loss in either member starts a new episode: fresh key, fresh initial state,
     ``tau = 0``. Pairs with ``active == False`` (burn-in masking) do not move.
+    ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
+    single-trajectory particles).
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + 1 >= task.horizon) | ~finite
@@ -115,7 +126,7 @@ def advance(
     episode_key = jnp.where(done[:, None], next_keys, particles.episode_key)
 
     def reset(inner):
-        fresh = _initial_inner(task, episode_key)
+        fresh = _initial_inner(task, episode_key, losses.shape[0])
         return tree_where(done, fresh, inner, axis=1)
 
     inner = jax.lax.cond(jnp.any(done), reset, lambda inner: inner, new_inner)

@@ -41,6 +41,28 @@ from nres.task import Task, validate_task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
 
 
+def refresh_noise(
+    theta: PyTree, episode_key: jax.Array, draw: jax.Array, block: jax.Array, eps: PyTree, xi: Optional[PyTree],
+    sigma: float,
+) -> tuple[PyTree, Optional[PyTree]]:
+    """The GPES noise rule before a step: where ``draw`` ``[N]``, ``eps_cur`` becomes the
+    fresh noise of block ``block`` ``[N]`` and ``xi += eps_cur`` (``xi`` None: no accumulator).
+    """
+
+    def fresh_noise(_):
+        return jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, sigma))(episode_key, block)
+
+    fresh = jax.lax.cond(jnp.any(draw), fresh_noise, lambda _: eps, None)
+    new_eps = tree_where(draw, fresh, eps)
+    return new_eps, None if xi is None else tree_where(draw, tree_add(xi, fresh), xi)
+
+
+def clear_noise(done: jax.Array, eps: PyTree, xi: Optional[PyTree]) -> tuple[PyTree, Optional[PyTree]]:
+    """Episode end: ``eps_cur = xi = 0`` where ``done`` ``[N]``."""
+    keep = ~done
+    return tree_where(keep, eps, tree_zeros_like(eps)), None if xi is None else tree_where(keep, xi, tree_zeros_like(xi))
+
+
 class OnlineESState(NamedTuple):
     """Particles plus noise ``eps`` ``[N, ...theta]`` and accumulator ``xi`` (or None)."""
 
@@ -173,12 +195,7 @@ class OnlineES:
         if active is not None:
             draw = draw & active
 
-        def fresh_noise(_):
-            return jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
-
-        fresh = jax.lax.cond(jnp.any(draw), fresh_noise, lambda _: state.eps, None)
-        eps = tree_where(draw, fresh, state.eps)
-        xi = None if state.xi is None else tree_where(draw, tree_add(state.xi, fresh), state.xi)
+        eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
         new_inner, losses = step_pairs(self.task, antithetic(theta, eps), particles)
         weights = losses[0] - losses[1]
         if active is not None:
@@ -186,8 +203,6 @@ class OnlineES:
         contribution = tree_weighted_sum(weights, eps if xi is None else xi)
         particles, done = advance(self.task, particles, new_inner, losses, active)
         if self.noise_period is not None:  # episode end: xi = eps_cur = 0
-            keep = ~done
-            eps = tree_where(keep, eps, tree_zeros_like(eps))
-            xi = None if xi is None else tree_where(keep, xi, tree_zeros_like(xi))
+            eps, xi = clear_noise(done, eps, xi)
         nonfinite = ~jnp.all(jnp.isfinite(losses), axis=0)
         return OnlineESState(particles, eps, xi), contribution, losses, nonfinite
