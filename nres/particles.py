@@ -76,6 +76,21 @@ def unlocked_positions(key: jax.Array, num_particles: int, horizon: int, unroll_
     return unroll_length * jax.random.randint(key, (num_particles,), 0, num_windows, dtype=jnp.int32)
 
 
+def burn_in(step, state, key: jax.Array, num_particles: int, horizon: int, unroll_length: int):
+    """Bring ``N`` particles from ``tau = 0`` to step-unlocked positions by really unrolling.
+
+    ``step(state, s, active) -> state`` advances the particles with ``active`` ``[N]``
+    (``s`` is the scan index); targets come from :func:`unlocked_positions` with ``key``.
+    """
+    target = unlocked_positions(key, num_particles, horizon, unroll_length)
+    length = (-(-horizon // unroll_length) - 1) * unroll_length
+
+    def body(state, s):
+        return step(state, s, s < target), None
+
+    return jax.lax.scan(body, state, jnp.arange(length))[0]
+
+
 def step_inputs(task: Task, particles: Particles) -> tuple[jax.Array, Batch]:
     """Step keys ``[N, 2]`` and data batches ``[N, ...]`` of every particle's current step."""
     tau, keys = particles.tau, particles.episode_key

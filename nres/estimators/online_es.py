@@ -32,10 +32,10 @@ from nres.noise import antithetic, sample_noise
 from nres.particles import (
     Particles,
     advance,
+    burn_in,
     init_particles,
     noise_key,
     step_pairs,
-    unlocked_positions,
 )
 from nres.task import Task, validate_task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
@@ -139,15 +139,8 @@ class OnlineES:
         )
         if not self.step_unlocked:
             return state
-        target = unlocked_positions(k_positions, self.num_particles, self.task.horizon, self.unroll_length)
-        burn_in_length = (-(-self.task.horizon // self.unroll_length) - 1) * self.unroll_length
-
-        def body(state, s):
-            state, _, _, _ = self._step(state, theta, s, active=s < target)
-            return state, None
-
-        state, _ = jax.lax.scan(body, state, jnp.arange(burn_in_length))
-        return state
+        step = lambda state, s, active: self._step(state, theta, s, active=active)[0]
+        return burn_in(step, state, k_positions, self.num_particles, self.task.horizon, self.unroll_length)
 
     def estimate(self, state: OnlineESState, theta: PyTree) -> tuple[PyTree, OnlineESState, WindowInfo]:
         """One window of ``W`` steps for all pairs: returns ``(grad, new_state, info)``."""
