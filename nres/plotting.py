@@ -27,6 +27,14 @@ def _series(rows: list[dict], x_key: str, y_key: str) -> tuple[list, list]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _scale_y(ax, rows: list[dict], keys: Sequence[str]) -> None:
+    """Log scale for positive losses spanning a wide range, linear otherwise (e.g. rewards)."""
+    values = [r[k] for r in rows for k in keys if isinstance(r.get(k), (int, float))]
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    if finite and min(finite) > 0 and max(finite) > 10 * min(finite):
+        ax.set_yscale("log")
+
+
 def plot_run_curves(rows: list[dict], out: str | pathlib.Path, title: str = "") -> None:
     """Train (and test) loss against updates, total env steps and wall-clock."""
     plt = _pyplot()
@@ -39,7 +47,7 @@ def plot_run_curves(rows: list[dict], out: str | pathlib.Path, title: str = "") 
                 ax.plot(xs, ys, style, label=y_key.replace("_", " "), markersize=3)
         ax.set_xlabel(label)
         ax.set_ylabel("loss")
-        ax.set_yscale("symlog", linthresh=1e-3)
+        _scale_y(ax, rows, ("train_loss", "test_loss"))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -73,7 +81,7 @@ def plot_comparison(
             curves += 1
     ax.set_xlabel(x_label)
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_yscale("symlog", linthresh=1e-3)
+    _scale_y(ax, [r for _, rows in runs for r in rows], (metric,))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -118,6 +118,8 @@ class Run:
                     thetas.flush()
                     self.save_checkpoint(learner, counters)
 
+                if config.eval_every and not resumed:  # the starting point of the test curve
+                    log(_eval_row(counters, self.trainer.evaluate(learner.theta)), "test")
                 while counters.iteration < config.iterations:
                     if interrupt["stop"]:
                         checkpoint(*last_good)

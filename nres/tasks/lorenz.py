@@ -126,6 +126,7 @@ ENTRY = TaskEntry(
         "optimizer": "sgd",
         "lr": 1e-5,
         "iterations": 5000,
+        "eval_every": 250,
     },
     description="Lorenz-system parameter learning, theta = (log a, log r)",
 )

@@ -1,0 +1,91 @@
+"""Particle-steps per second of every ES estimator on the Lorenz paper configuration.
+
+For each estimator, one compiled update (the whole window of ``2N`` particles, the
+estimate and the SGD step) is timed, and its particle-steps per second are compared
+with a floor: a bare jitted ``lax.scan`` of the same ``2N`` Lorenz particles over
+``W`` steps with no estimator logic (no noise, no loss, no accumulation). The ratio
+``floor rate / estimator rate`` is the estimator's overhead; the target is <= 1.5x.
+
+Usage: python benchmarks/throughput.py [--num-particles 200] [--unroll-length 100]
+       [--horizon 2000] [--repeats 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from nres.config import resolve_config
+from nres.tasks.lorenz import lorenz_step
+from nres.training import Trainer
+
+
+def _rate(fn, args, steps_per_call: int, repeats: int, trials: int = 5) -> float:
+    """Median particle-steps/s over ``trials`` batches of ``repeats`` calls."""
+    out = fn(*args)
+    jax.block_until_ready(out)
+    rates = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        rates.append(steps_per_call * repeats / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def floor_rate(num_particles: int, unroll_length: int, dt: float, repeats: int) -> float:
+    thetas = jnp.tile(jnp.asarray([3.116, 3.7]), (2 * num_particles, 1))
+    states = jnp.tile(jnp.asarray([1.2, 1.3, 1.6]), (2 * num_particles, 1))
+
+    @jax.jit
+    def unroll(thetas, states):
+        def body(s, _):
+            return jax.vmap(lambda th, x: lorenz_step(th, x, dt))(thetas, s), None
+
+        return jax.lax.scan(body, states, None, length=unroll_length)[0]
+
+    return _rate(unroll, (thetas, states), 2 * num_particles * unroll_length, repeats)
+
+
+def estimator_rate(name: str, num_particles: int, unroll_length: int, horizon: int, repeats: int) -> float:
+    settings = dict(task="lorenz", estimator=name, num_particles=num_particles, unroll_length=unroll_length,
+                    horizon=horizon, noise_period=2 * unroll_length if name == "gpes" else None)
+    trainer = Trainer(resolve_config(settings))
+    learner, _ = trainer.init()
+    step = jax.jit(trainer._update_fn)
+    window = trainer.estimator.env_steps_per_update
+    return _rate(step, (learner,), window, max(1, repeats * unroll_length // trainer.estimator.unroll_length))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-particles", type=int, default=200)
+    parser.add_argument("--unroll-length", type=int, default=100)
+    parser.add_argument("--horizon", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--fulles-particles", type=int, default=10, help="FullES N (paper: 10)")
+    args = parser.parse_args()
+    n, w = args.num_particles, args.unroll_length
+    print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); Lorenz N={n} W={w} T={args.horizon}")
+    floor = floor_rate(n, w, 0.005, args.repeats)
+    print(f"{'floor (bare scan, 2N particles)':34s} {floor / 1e6:9.2f} M particle-steps/s")
+    worst = 0.0
+    for name in ("nres", "pes", "gpes", "tes", "fulles"):
+        particles = args.fulles_particles if name == "fulles" else n
+        rate = estimator_rate(name, particles, w, args.horizon, args.repeats)
+        ratio = floor / rate
+        label = f"{name} (N={particles}" + (", K=2W)" if name == "gpes" else ")")
+        verdict = "ok" if ratio <= 1.5 else "ABOVE 1.5x TARGET"
+        if name != "fulles":
+            worst = max(worst, ratio)
+        print(f"{label:34s} {rate / 1e6:9.2f} M particle-steps/s   floor/estimator = {ratio:5.2f}x  {verdict}")
+    print(f"worst online-estimator overhead: {worst:.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
