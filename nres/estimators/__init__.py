@@ -6,6 +6,9 @@ Every estimator has ``init(key, theta) -> state`` and
 
 ES family (SPEC section 2), all one implementation (:class:`OnlineES`):
 ``fulles``, ``tes``, ``pes``, ``gpes`` (needs ``noise_period`` K) and ``nres``.
+
+Autodiff baselines (SPEC section 3, :mod:`nres.estimators.autodiff`): ``bptt``,
+``tbptt``, ``uoro`` and ``dodge`` (forward mode, ``noise_period`` K, default ``W``).
 """
 
 from __future__ import annotations
@@ -77,6 +80,11 @@ ESTIMATORS = {
     "gpes": _build_gpes,
     "nres": _without_noise_period(nres, "nres"),
 }
+
+# Autodiff baselines (SPEC section 3): bptt, tbptt, uoro, dodge.
+from nres.estimators.autodiff import AUTODIFF_ESTIMATORS  # noqa: E402
+
+ESTIMATORS.update(AUTODIFF_ESTIMATORS)
 
 
 def estimator_names() -> tuple[str, ...]:

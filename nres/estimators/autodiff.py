@@ -1,0 +1,363 @@
+"""Autodiff baselines (SPEC section 3) on the same interface as :class:`OnlineES`.
+
+Every baseline runs ``N`` single trajectories under the unperturbed ``theta`` (no
+antithetic pair: the particles' member axis has size 1, ``inner`` is ``[1, N, ...]``),
+uses the step-unlocking burn-in, key derivation and reset rule of :mod:`nres.particles`,
+and returns ``(grad, state, WindowInfo)`` from ``estimate``.
+
+* :class:`Backprop` -- reverse mode. **TBPTT**: the gradient of the window's mean loss
+  through its ``W`` steps only; the state at the window start is carried and treated as
+  a constant. **BPTT**: ``W = T`` from ``tau = 0`` (no step-unlocking), i.e. the exact
+  gradient of the horizon loss ``L(theta) = (1/T) sum_t L_t``.
+* :class:`UORO` -- unbiased online recurrent optimisation (Tallec & Ollivier 2017): a
+  rank-one forward approximation ``ds_t/dtheta ~ s~ theta~^T`` updated with random signs
+  ``nu``; unbiased for the gradient of the losses since the episode start.
+* :class:`ForwardGradient` -- DODGE-style forward mode: the state tangent along a random
+  direction ``v ~ N(0, I_d)`` is carried with ``jax.jvp``, a fresh direction starts every
+  ``K`` steps and, as in GPES, the estimate multiplies each step's directional derivative
+  by the accumulated directions ``xi = sum of the directions seen this episode``. That
+  makes it unbiased for ``grad L`` for every ``K`` (it is the ``sigma -> 0`` limit of
+  GPES_K with ``eps = sigma v``; on a quadratic task the two are identical).
+
+``sigma`` plays no role in any of them. Step counts (SPEC section 4) are honest for one
+trajectory per particle: ``N W`` env steps per update (``N T`` for BPTT) and
+``sum_i tau_i`` for the burn-in; forward-mode steps count once (the tangent rides along).
+
+Symbols: ``N`` = ``num_particles``, ``W`` = ``unroll_length``, ``K`` = ``noise_period``,
+``T`` = ``task.horizon``, ``d`` = size of theta, ``n`` = size of the float part of the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from nres.estimators.base import WindowInfo, check_positive_int
+from nres.estimators.online_es import clear_noise, refresh_noise
+from nres.particles import Particles, advance, burn_in, init_particles, noise_key, step_inputs
+from nres.task import Task, validate_task
+from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
+
+_EPS = 1e-7  # keeps UORO's rescaling factors finite when a norm is zero
+
+
+def _member(tree: PyTree) -> PyTree:
+    """``[1, N, ...] -> [N, ...]``: the single member of single-trajectory particles."""
+    return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def _as_member(tree: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda x: x[None], tree)
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def float_part(state: PyTree) -> tuple[list, Callable[[list], PyTree]]:
+    """The differentiable (floating-point) leaves of a state and a function that puts
+    new float leaves back (integer leaves such as counters are kept as they are)."""
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    floats = [x for x in leaves if _is_float(x)]
+
+    def rebuild(new_floats: list) -> PyTree:
+        it = iter(new_floats)
+        return jax.tree_util.tree_unflatten(treedef, [next(it) if _is_float(x) else x for x in leaves])
+
+    return floats, rebuild
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _SingleTrajectory:
+    """Shared bookkeeping of the baselines (attributes as in :class:`OnlineES`)."""
+
+    task: Task
+    num_particles: int
+    unroll_length: int
+    step_unlocked: bool = True
+    name: str = "autodiff"
+
+    def __post_init__(self):
+        validate_task(self.task)
+        check_positive_int("num_particles (N)", self.num_particles)
+        check_positive_int("unroll_length (W)", self.unroll_length)
+        if self.unroll_length > self.task.horizon:
+            raise ValueError(
+                f"unroll_length (W) must not exceed the horizon T={self.task.horizon}, got {self.unroll_length}"
+            )
+
+    @property
+    def env_steps_per_update(self) -> int:
+        return self.num_particles * self.unroll_length
+
+    @property
+    def sequential_steps_per_update(self) -> int:
+        return self.unroll_length
+
+    def burn_in_env_steps(self, state) -> int:
+        return int(jnp.sum(state.particles.tau)) if self.step_unlocked else 0
+
+    def _initial(self, particles: Particles, theta: PyTree):
+        """Method state at ``tau = 0`` around fresh particles."""
+        raise NotImplementedError
+
+    def _step(self, state, theta: PyTree, active: Optional[jax.Array] = None):
+        """One step of every particle: ``(state, contribution, losses [N], nonfinite [N])``."""
+        raise NotImplementedError
+
+    def init(self, key: jax.Array, theta: PyTree):
+        k_particles, k_positions = jax.random.split(key)
+        state = self._initial(init_particles(self.task, k_particles, self.num_particles, members=1), theta)
+        if not self.step_unlocked:
+            return state
+        step = lambda state, s, active: self._step(state, theta, active)[0]
+        return burn_in(step, state, k_positions, self.num_particles, self.task.horizon, self.unroll_length)
+
+    def _scan_window(self, state, theta: PyTree, zero_contribution: PyTree):
+        """``W`` steps: ``(state, sum of contributions, loss sum, losses [W, N], bad [N])``."""
+
+        def body(carry, _):
+            state, total, bad = carry
+            state, contribution, losses, nonfinite = self._step(state, theta)
+            return (state, tree_add(total, contribution), bad | nonfinite), losses
+
+        bad = jnp.zeros(self.num_particles, bool)
+        (state, total, bad), losses = jax.lax.scan(
+            body, (state, zero_contribution, bad), None, length=self.unroll_length
+        )
+        return state, total, losses, bad
+
+    def _info(self, losses: jax.Array, bad: jax.Array) -> WindowInfo:
+        return WindowInfo(train_loss=jnp.mean(losses), num_nonfinite=jnp.sum(bad))
+
+    def _plain_step(self, particles: Particles, theta: PyTree, active: Optional[jax.Array]):
+        """Step every trajectory under ``theta`` and apply the reset rule."""
+        skeys, batches = step_inputs(self.task, particles)
+
+        def one(state, t, k, batch):
+            state = self.task.step(theta, state, t, k, batch)
+            return state, self.task.loss(theta, state, t, batch)
+
+        inner, losses = jax.vmap(one)(_member(particles.inner), particles.tau, skeys, batches)
+        particles, _ = advance(self.task, particles, _as_member(inner), losses[None], active)
+        return particles, losses
+
+
+class BackpropState(NamedTuple):
+    particles: Particles
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Backprop(_SingleTrajectory):
+    """TBPTT (window ``W``, state carried) and, with ``W = T`` from ``tau = 0``, BPTT."""
+
+    name: str = "tbptt"
+
+    def _initial(self, particles, theta):
+        return BackpropState(particles)
+
+    def _step(self, state, theta, active=None):
+        particles, losses = self._plain_step(state.particles, theta, active)
+        return BackpropState(particles), None, losses, ~jnp.isfinite(losses)
+
+    def estimate(self, state: BackpropState, theta: PyTree) -> tuple[PyTree, BackpropState, WindowInfo]:
+        """``grad = d/dtheta (1/(N W)) sum_{i, t in window} L_{i,t}`` with the start state fixed."""
+
+        def window_loss(theta):
+            start = jax.lax.stop_gradient(state)
+            end, _, losses, bad = self._scan_window(start, theta, None)
+            return jnp.mean(losses), (end, losses, bad)
+
+        grad, (state, losses, bad) = jax.grad(window_loss, has_aux=True)(theta)
+        return grad, state, self._info(losses, bad)
+
+
+class UOROState(NamedTuple):
+    """Particles, ``s~`` ``[N, n]`` and ``theta~`` ``[N, d]`` (flat, float32)."""
+
+    particles: Particles
+    state_tilde: jax.Array
+    theta_tilde: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class UORO(_SingleTrajectory):
+    """UORO: per step, with random signs ``nu`` ``[n]``, ``J_s`` = ``ds'/ds``, ``J_theta`` = ``ds'/dtheta``::
+
+        s~' = rho0 J_s s~ + rho1 nu,     theta~' = theta~ / rho0 + J_theta^T nu / rho1,
+        rho0 = sqrt(|theta~| / |J_s s~|),  rho1 = sqrt(|J_theta^T nu| / |nu|),
+
+    and the step's gradient ``(dL/ds' . s~') theta~' + dL/dtheta``. ``rho0, rho1`` are even in
+    ``nu``, so ``E[s~' theta~'^T] = ds'/dtheta`` and every step's estimate is unbiased.
+    """
+
+    name: str = "uoro"
+
+    def _initial(self, particles, theta):
+        n = ravel_pytree(float_part(_member(particles.inner))[0])[0].size // self.num_particles
+        d = ravel_pytree(theta)[0].size
+        return UOROState(particles, jnp.zeros((self.num_particles, n)), jnp.zeros((self.num_particles, d)))
+
+    def _step(self, state, theta, active=None):
+        particles = state.particles
+        flat_theta, unravel_theta = ravel_pytree(theta)
+        skeys, batches = step_inputs(self.task, particles)
+        nu_keys = jax.vmap(noise_key)(particles.episode_key, particles.tau)
+
+        def one(inner, s_tilde, th_tilde, t, k, batch, nu_key):
+            floats, rebuild = float_part(inner)
+            flat_s, unravel_s = ravel_pytree(floats)
+
+            def step(th, s):
+                new = self.task.step(unravel_theta(th), rebuild(unravel_s(s)), t, k, batch)
+                return ravel_pytree(float_part(new)[0])[0], new
+
+            new_s, linear, new_inner = jax.linearize(step, flat_theta, flat_s, has_aux=True)
+            js = linear(jnp.zeros_like(flat_theta), s_tilde)
+            nu = jax.random.rademacher(nu_key, new_s.shape, new_s.dtype)
+            nu_j = jax.linear_transpose(linear, flat_theta, flat_s)(nu)[0]
+            rho0 = jnp.sqrt((jnp.linalg.norm(th_tilde) + _EPS) / (jnp.linalg.norm(js) + _EPS))
+            rho1 = jnp.sqrt((jnp.linalg.norm(nu_j) + _EPS) / (jnp.linalg.norm(nu) + _EPS))
+            s_tilde = rho0 * js + rho1 * nu
+            th_tilde = th_tilde / rho0 + nu_j / rho1
+            new_floats, rebuild_new = float_part(new_inner)
+            unravel_new = ravel_pytree(new_floats)[1]
+            loss_fn = lambda th, s: self.task.loss(unravel_theta(th), rebuild_new(unravel_new(s)), t, batch)
+            loss, (g_theta, g_s) = jax.value_and_grad(loss_fn, argnums=(0, 1))(flat_theta, new_s)
+            return new_inner, loss, s_tilde, th_tilde, jnp.dot(g_s, s_tilde) * th_tilde + g_theta
+
+        inner, losses, s_tilde, th_tilde, grads = jax.vmap(one)(
+            _member(particles.inner), state.state_tilde, state.theta_tilde, particles.tau, skeys, batches, nu_keys
+        )
+        weights = jnp.ones_like(losses) if active is None else active.astype(losses.dtype)
+        contribution = unravel_theta(weights @ grads)
+        particles, done = advance(self.task, particles, _as_member(inner), losses[None], active)
+        keep = ~done if active is None else active & ~done
+        s_tilde = jnp.where(keep[:, None], s_tilde, jnp.where(done[:, None], 0.0, state.state_tilde))
+        th_tilde = jnp.where(keep[:, None], th_tilde, jnp.where(done[:, None], 0.0, state.theta_tilde))
+        return UOROState(particles, s_tilde, th_tilde), contribution, losses, ~jnp.isfinite(losses)
+
+    def estimate(self, state: UOROState, theta: PyTree) -> tuple[PyTree, UOROState, WindowInfo]:
+        state, total, losses, bad = self._scan_window(state, theta, tree_zeros_like(theta))
+        grad = tree_scale(total, 1.0 / (self.num_particles * self.unroll_length))
+        return grad, state, self._info(losses, bad)
+
+
+class ForwardState(NamedTuple):
+    """Particles, tangent (float leaves of the state, ``[N, ...]``), direction ``v`` and
+    accumulator ``xi`` (``[N, ...theta]``; ``xi`` is None when ``K >= T``)."""
+
+    particles: Particles
+    tangent: list
+    direction: PyTree
+    xi: Optional[PyTree]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ForwardGradient(_SingleTrajectory):
+    """DODGE-style forward-mode gradient with directions resampled every ``K`` steps.
+
+    Per step: draw ``v`` when ``tau mod K == 0`` (``xi += v``), push the tangent
+    ``z' = J_s z + J_theta v`` with ``jax.jvp``, and add ``(dL/ds' z' + dL/dtheta v) xi``.
+    Directions are the library's noise (``sample_noise`` with scale 1, noise block keys).
+    """
+
+    noise_period: int = 1
+    name: str = "dodge"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive_int("noise_period (K)", self.noise_period)
+
+    def _initial(self, particles, theta):
+        floats = float_part(_member(particles.inner))[0]
+        direction = tree_broadcast(tree_zeros_like(theta), self.num_particles)
+        xi = None if self.noise_period >= self.task.horizon else direction
+        return ForwardState(particles, [jnp.zeros_like(x) for x in floats], direction, xi)
+
+    def _step(self, state, theta, active=None):
+        particles = state.particles
+        draw = particles.tau % self.noise_period == 0
+        draw = draw if active is None else draw & active
+        block = particles.tau // self.noise_period
+        direction, xi = refresh_noise(theta, particles.episode_key, draw, block, state.direction, state.xi, 1.0)
+        skeys, batches = step_inputs(self.task, particles)
+
+        def one(inner, tangent, v, t, k, batch):
+            floats, rebuild = float_part(inner)
+
+            def step(th, s):
+                new = self.task.step(th, rebuild(s), t, k, batch)
+                return float_part(new)[0], new
+
+            new_floats, new_tangent, new_inner = jax.jvp(step, (theta, floats), (v, tangent), has_aux=True)
+            rebuild_new = float_part(new_inner)[1]
+            loss_fn = lambda th, s: self.task.loss(th, rebuild_new(s), t, batch)
+            loss, dloss = jax.jvp(loss_fn, (theta, new_floats), (v, new_tangent))
+            return new_inner, new_tangent, loss, dloss
+
+        inner, tangent, losses, dloss = jax.vmap(one)(
+            _member(particles.inner), state.tangent, direction, particles.tau, skeys, batches
+        )
+        weights = dloss if active is None else jnp.where(active, dloss, 0.0)
+        contribution = tree_weighted_sum(weights, direction if xi is None else xi)
+        particles, done = advance(self.task, particles, _as_member(inner), losses[None], active)
+        if active is not None:
+            tangent = tree_where(active, tangent, state.tangent)
+        tangent = tree_where(~done, tangent, tree_zeros_like(tangent))
+        direction, xi = clear_noise(done, direction, xi)
+        return ForwardState(particles, tangent, direction, xi), contribution, losses, ~jnp.isfinite(losses)
+
+    def estimate(self, state: ForwardState, theta: PyTree) -> tuple[PyTree, ForwardState, WindowInfo]:
+        state, total, losses, bad = self._scan_window(state, theta, tree_zeros_like(theta))
+        grad = tree_scale(total, 1.0 / (self.num_particles * self.unroll_length))
+        return grad, state, self._info(losses, bad)
+
+
+def bptt(task: Task, num_particles: int = 1) -> Backprop:
+    """Exact gradient of the horizon loss: whole episodes from ``tau = 0`` (``W = T``)."""
+    return Backprop(task, num_particles, task.horizon, step_unlocked=False, name="bptt")
+
+
+def tbptt(task: Task, num_particles: int, unroll_length: int) -> Backprop:
+    """Truncated backprop through the last ``W`` steps, state carried between windows."""
+    return Backprop(task, num_particles, unroll_length, name="tbptt")
+
+
+def uoro(task: Task, num_particles: int, unroll_length: int) -> UORO:
+    return UORO(task, num_particles, unroll_length)
+
+
+def dodge(task: Task, num_particles: int, unroll_length: int, noise_period: Optional[int] = None) -> ForwardGradient:
+    """Forward-mode directional gradients; ``noise_period`` K defaults to ``W`` (a new
+    direction every update)."""
+    return ForwardGradient(task, num_particles, unroll_length, noise_period=noise_period or unroll_length)
+
+
+def _builder(name: str):
+    """Registry builder ``(task, *, num_particles, unroll_length, sigma, noise_period)``.
+
+    ``sigma`` is unused by every baseline; ``noise_period`` is DODGE's ``K`` and an error
+    for the others; BPTT ignores ``unroll_length`` (it always unrolls ``W = T``).
+    """
+
+    def build(task, *, num_particles, unroll_length, sigma, noise_period, **options):
+        del sigma
+        if options:
+            raise ValueError(f"estimator {name!r} takes no options, got {', '.join(sorted(options))}")
+        if name == "dodge":
+            return dodge(task, num_particles, unroll_length, noise_period)
+        if noise_period is not None:
+            raise ValueError(f"noise_period (K) applies only to 'gpes' and 'dodge', not to {name!r}")
+        if name == "bptt":
+            return bptt(task, num_particles)
+        return {"tbptt": tbptt, "uoro": uoro}[name](task, num_particles, unroll_length)
+
+    return build
+
+
+AUTODIFF_ESTIMATORS = {name: _builder(name) for name in ("bptt", "tbptt", "uoro", "dodge")}
