@@ -1,0 +1,158 @@
+"""The MuJoCo environments the ``rl`` task learns on, read from gymnasium.
+
+A :class:`EnvSpec` holds what both physics back ends need from a gymnasium ``-v5``
+locomotion environment: its compiled ``mujoco.MjModel`` (from the XML gymnasium
+ships), the number of MuJoCo substeps per environment step (``frame_skip``), and the
+environment's own reward weights and reset-noise scale, read from the gymnasium
+object itself. Its three formulas are written once, for numpy and ``jax.numpy``
+alike (``xp``), and used by the CPU physics (float64, host) and by MJX (float32):
+
+* observation ``o = concat(qpos[skip:], qvel)`` (``skip`` leading root positions are
+  left out, as gymnasium does),
+* reward ``r = w_fwd * (x_after - x_before) / dt - w_ctrl * sum(a^2)`` with
+  ``dt = frame_skip * timestep`` (``a`` is the unclipped action; MuJoCo clamps the
+  control to the actuators' ``ctrlrange`` itself), and the SPEC's loss is ``-r``,
+* reset ``qpos = init_qpos + U(-s, s)``, ``qvel = init_qvel + U(-s, s)`` (Swimmer) or
+  ``+ s * N(0, 1)`` (HalfCheetah), drawn from a JAX key.
+
+Neither environment terminates early, so an episode is exactly ``T`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class _Locomotion:
+    """How one gymnasium environment observes, rewards and resets."""
+
+    skipped_positions: int  # leading qpos entries left out of the observation
+    qvel_noise: str  # "uniform" or "normal" reset noise on qvel
+
+
+SUPPORTED = {
+    "Swimmer-v5": _Locomotion(skipped_positions=2, qvel_noise="uniform"),
+    "HalfCheetah-v5": _Locomotion(skipped_positions=1, qvel_noise="normal"),
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EnvSpec:
+    """A supported gymnasium MuJoCo environment (build it with :func:`load_env`).
+
+    Attributes:
+      env_id: the gymnasium id, e.g. ``"Swimmer-v5"``.
+      model: the environment's ``mujoco.MjModel``.
+      frame_skip: MuJoCo substeps per environment step.
+      dt: seconds per environment step (``frame_skip * model.opt.timestep``).
+      forward_reward_weight, ctrl_cost_weight, reset_noise_scale: gymnasium's values.
+      skipped_positions: leading ``qpos`` entries not observed.
+      qvel_noise: ``"uniform"`` or ``"normal"`` reset noise on the velocities.
+      init_qpos, init_qvel: the model's initial ``qpos`` ``[nq]`` and ``qvel`` ``[nv]``.
+    """
+
+    env_id: str
+    model: object
+    frame_skip: int
+    dt: float
+    forward_reward_weight: float
+    ctrl_cost_weight: float
+    reset_noise_scale: float
+    skipped_positions: int
+    qvel_noise: str
+    init_qpos: np.ndarray
+    init_qvel: np.ndarray
+
+    @property
+    def obs_dim(self) -> int:
+        return self.model.nq - self.skipped_positions + self.model.nv
+
+    @property
+    def action_dim(self) -> int:
+        return self.model.nu
+
+    def observe(self, qpos, qvel, xp=np):
+        """Observation ``[..., obs_dim]`` from ``qpos [..., nq]`` and ``qvel [..., nv]``."""
+        return xp.concatenate([qpos[..., self.skipped_positions:], qvel], axis=-1)
+
+    def reward(self, x_before, x_after, action, xp=np):
+        """Reward ``[...]`` of one step that moved the root from ``x_before`` to ``x_after``."""
+        forward = self.forward_reward_weight * (x_after - x_before) / self.dt
+        return forward - self.ctrl_cost_weight * xp.sum(action * action, axis=-1)
+
+    def reset_noise(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Initial ``(qpos [nq], qvel [nv])`` of one episode (float32 JAX arrays)."""
+        k_pos, k_vel = jax.random.split(key)
+        scale = self.reset_noise_scale
+        nq, nv = self.model.nq, self.model.nv
+        qpos = jnp.asarray(self.init_qpos, jnp.float32) + jax.random.uniform(k_pos, (nq,), minval=-scale, maxval=scale)
+        if self.qvel_noise == "normal":
+            noise = scale * jax.random.normal(k_vel, (nv,))
+        else:
+            noise = jax.random.uniform(k_vel, (nv,), minval=-scale, maxval=scale)
+        return qpos, jnp.asarray(self.init_qvel, jnp.float32) + noise
+
+
+def make_gym_env(env_id: str, **kwargs):
+    """``gymnasium.make(env_id)`` with a clear ``ValueError`` for an unknown name."""
+    import gymnasium as gym
+
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as err:
+        known = ", ".join(SUPPORTED)
+        raise ValueError(f"unknown environment {env_id!r} ({err}); supported: {known}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def load_env(env_id: str) -> EnvSpec:
+    """Read a gymnasium environment into an :class:`EnvSpec`; raise ``ValueError`` if unusable.
+
+    Errors name the value: an id gymnasium does not know, an environment whose action
+    space is not continuous (``Box``), or a continuous one this task has no reward for.
+    """
+    import gymnasium as gym
+
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"env must be a gymnasium id such as 'Swimmer-v5', got {env_id!r}")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = make_gym_env(env_id)
+    try:
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(
+                f"environment {env_id!r} has a non-continuous action space {space}; "
+                f"policies here output real-valued actions (supported: {', '.join(SUPPORTED)})"
+            )
+        if env_id not in SUPPORTED:
+            raise ValueError(
+                f"environment {env_id!r} is continuous but not supported (reward and reset are defined for "
+                f"{', '.join(SUPPORTED)})"
+            )
+        raw = env.unwrapped
+        kind = SUPPORTED[env_id]
+        return EnvSpec(
+            env_id=env_id,
+            model=raw.model,
+            frame_skip=int(raw.frame_skip),
+            dt=float(raw.dt),
+            forward_reward_weight=float(raw._forward_reward_weight),
+            ctrl_cost_weight=float(raw._ctrl_cost_weight),
+            reset_noise_scale=float(raw._reset_noise_scale),
+            skipped_positions=kind.skipped_positions,
+            qvel_noise=kind.qvel_noise,
+            init_qpos=np.array(raw.init_qpos, np.float64),
+            init_qvel=np.array(raw.init_qvel, np.float64),
+        )
+    finally:
+        env.close()
