@@ -15,7 +15,7 @@ from nres.tree import PyTree
 def sample_noise(key: jax.Array, theta: PyTree, sigma: float) -> PyTree:
     """Draw ``eps ~ N(0, sigma^2 I_d)`` shaped like ``theta`` (one key per leaf)."""
     leaves, treedef = jax.tree_util.tree_flatten(theta)
-    keys = jax.random.split(key, max(len(leaves), 1))
+    keys = [key] if len(leaves) == 1 else jax.random.split(key, max(len(leaves), 1))
     noise = [
         sigma * jax.random.normal(k, jnp.shape(x), dtype=jnp.result_type(x, jnp.float32))
         for k, x in zip(keys, leaves)

@@ -121,29 +121,34 @@ def advance(
     new_inner: PyTree,
     losses: jax.Array,
     active: Optional[jax.Array] = None,
+    steps: int = 1,
 ) -> tuple[Particles, jax.Array]:
     """The particle-reset rule. Returns the advanced particles and ``done`` ``[N]``.
 
-    A pair whose step reached the horizon (``tau + 1 == T``) or produced a non-finite
+    A pair whose step reached the horizon (``tau + steps == T``) or produced a non-finite
     loss in either member starts a new episode: fresh key, fresh initial state,
     ``tau = 0``. Pairs with ``active == False`` (burn-in masking) do not move.
+    ``steps`` > 1 advances a whole window at once (``new_inner`` is the state after
+    it, ``losses`` any per-window aggregate that turns non-finite with any step).
     ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
     single-trajectory particles).
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
-    done = (particles.tau + 1 >= task.horizon) | ~finite
-    tau = particles.tau + 1
+    done = (particles.tau + steps >= task.horizon) | ~finite
+    tau = particles.tau + steps
     if active is not None:
         done = done & active
         new_inner = tree_where(active, new_inner, particles.inner, axis=1)
         tau = jnp.where(active, tau, particles.tau)
-    next_keys = jax.vmap(lambda k: jax.random.fold_in(k, _NEXT))(particles.episode_key)
-    episode_key = jnp.where(done[:, None], next_keys, particles.episode_key)
 
-    def reset(inner):
-        fresh = _initial_inner(task, episode_key, losses.shape[0])
-        return tree_where(done, fresh, inner, axis=1)
+    def reset(operands):
+        inner, keys = operands
+        next_keys = jax.vmap(lambda k: jax.random.fold_in(k, _NEXT))(keys)
+        keys = jnp.where(done[:, None], next_keys, keys)
+        fresh = _initial_inner(task, keys, losses.shape[0])
+        return tree_where(done, fresh, inner, axis=1), keys
 
-    inner = jax.lax.cond(jnp.any(done), reset, lambda inner: inner, new_inner)
+    # Episodes end rarely: skip the key and state work for windows where none does.
+    inner, episode_key = jax.lax.cond(jnp.any(done), reset, lambda x: x, (new_inner, particles.episode_key))
     return Particles(inner, jnp.where(done, 0, tau), episode_key), done
 

@@ -142,11 +142,29 @@ class OnlineES:
         step = lambda state, s, active: self._step(state, theta, s, active=active)[0]
         return burn_in(step, state, k_positions, self.num_particles, self.task.horizon, self.unroll_length)
 
+    @property
+    def window_aligned(self) -> bool:
+        """True when noise is drawn only at window starts and episodes end only at window ends.
+
+        That holds when ``W`` divides ``T`` and ``K`` is a multiple of ``W`` or ``>= T``
+        (PES, NRES, FullES, TES and GPES with such ``K``): positions stay multiples of
+        ``W``, so :meth:`estimate` can unroll the window with fixed perturbed parameters
+        and apply the noise and reset rules once per window instead of once per step.
+        """
+        k, w, t = self.noise_period, self.unroll_length, self.task.horizon
+        return t % w == 0 and (k is None or k % w == 0 or k >= t)
+
     def estimate(self, state: OnlineESState, theta: PyTree) -> tuple[PyTree, OnlineESState, WindowInfo]:
         """One window of ``W`` steps for all pairs: returns ``(grad, new_state, info)``."""
         if self.noise_period is None:  # TES: both members restart from the carried state
             inner = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), state.particles.inner)
             state = state._replace(particles=state.particles._replace(inner=inner))
+        if self.window_aligned:
+            return self._estimate_aligned(state, theta)
+        return self._estimate_per_step(state, theta)
+
+    def _estimate_per_step(self, state: OnlineESState, theta: PyTree):
+        """The window with the noise and reset rules applied before and after every step."""
 
         def body(carry, s):
             state, grad, loss_sum, diff_sum, bad = carry
@@ -163,6 +181,38 @@ class OnlineES:
         zeros = jnp.zeros(self.num_particles, jnp.float32)
         init = (state, tree_zeros_like(theta), jnp.zeros((), jnp.float32), zeros, zeros > 0)
         (state, grad_sum, loss_sum, diff_sum, bad), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
+        return self._finish(grad_sum, state, loss_sum, diff_sum, bad)
+
+    def _estimate_aligned(self, state: OnlineESState, theta: PyTree):
+        """The window when :attr:`window_aligned`: same estimate, rules applied per window."""
+        particles = state.particles
+        if self.noise_period is None:
+            draw = jnp.ones(particles.tau.shape, bool)
+            block = particles.tau
+        else:
+            draw = particles.tau % self.noise_period == 0
+            block = particles.tau // self.noise_period
+        eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
+        thetas = antithetic(theta, eps)
+
+        def body(carry, s):
+            inner, member_losses = carry
+            at = particles._replace(inner=inner, tau=particles.tau + s)
+            inner, losses = step_pairs(self.task, thetas, at)
+            return (inner, member_losses + losses), None
+
+        init = (particles.inner, jnp.zeros((2, self.num_particles), jnp.float32))
+        (inner, member_losses), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
+        diff_sum = member_losses[0] - member_losses[1]
+        grad_sum = tree_weighted_sum(diff_sum, eps if xi is None else xi)
+        particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length)
+        if self.noise_period is not None:  # episode end: xi = eps_cur = 0
+            eps, xi = clear_noise(done, eps, xi)
+        bad = ~jnp.all(jnp.isfinite(member_losses), axis=0)
+        return self._finish(grad_sum, OnlineESState(particles, eps, xi), jnp.sum(member_losses), diff_sum, bad)
+
+    def _finish(self, grad_sum, state, loss_sum, diff_sum, bad):
+        """Normalise by ``2 sigma^2 N W`` (and the loss scale if asked); build the info."""
         n_w = self.num_particles * self.unroll_length
         scale = 1.0 / (2.0 * self.sigma**2 * n_w)
         if self.loss_normalize:
