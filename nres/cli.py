@@ -27,7 +27,7 @@ from nres.config import (
 EXIT_BAD_INPUT = 2
 
 HELP = {
-    "task": "application to train on",
+    "task": "application: lorenz, linear, lopt, rl, or your own package.module:ENTRY",
     "estimator": "gradient estimator",
     "num_particles": "N, antithetic particle pairs",
     "unroll_length": "W, steps per truncation window (= per update)",
@@ -94,7 +94,7 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "task_options"]
-    choices = {"task": task_names(), "estimator": estimator_names(), "optimizer": OPTIMIZERS,
+    choices = {"estimator": estimator_names(), "optimizer": OPTIMIZERS,
                "lr_schedule": LR_SCHEDULES}
     _add_dataclass_flags(parser.add_argument_group("training"), fields, HELP, dict(entry.training_defaults), choices)
     task_group = parser.add_argument_group(f"options of task {task!r} ({entry.description})")

@@ -152,3 +152,19 @@ def advance(
     inner, episode_key = jax.lax.cond(jnp.any(done), reset, lambda x: x, (new_inner, particles.episode_key))
     return Particles(inner, jnp.where(done, 0, tau), episode_key), done
 
+
+
+def episode_losses(task: Task, theta: PyTree, key: jax.Array) -> jax.Array:
+    """Per-step losses ``[T]`` of one unperturbed episode with episode key ``key``.
+
+    Uses the same key derivation as the particles, so it replays what a particle with
+    that episode key sees under ``theta``; differentiable when the task is.
+    """
+
+    def body(state, t):
+        batch = task.batch(batch_key(key, t), t)
+        state = task.step(theta, state, t, step_key(key, t), batch)
+        return state, task.loss(theta, state, t, batch)
+
+    state = task.init_state(jax.random.fold_in(key, _INIT))
+    return jax.lax.scan(body, state, jnp.arange(task.horizon))[1]

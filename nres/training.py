@@ -17,6 +17,7 @@ import optax
 
 from nres.config import ConfigError, TrainConfig
 from nres.estimators import make_estimator
+from nres.particles import episode_losses
 from nres.task import Task
 from nres.tasks import get_task_entry
 from nres.tree import PyTree, tree_all_finite, tree_norm
@@ -153,10 +154,15 @@ class Trainer:
         return learner, counters, info
 
     def evaluate(self, theta: PyTree) -> dict[str, float]:
-        """The task's held-out metrics of an unperturbed ``theta`` (empty if it has none)."""
-        if self.task.evaluate is None:
-            return {}
+        """The task's held-out metrics of an unperturbed ``theta``.
+
+        Tasks without an ``evaluate`` report ``test_loss``: the mean per-step loss of one
+        unperturbed episode on an episode key the training never uses.
+        """
         if not hasattr(self, "_evaluate"):
-            self._evaluate = jax.jit(self.task.evaluate)
+            evaluate = self.task.evaluate
+            if evaluate is None:
+                evaluate = lambda theta, key: {"test_loss": jnp.mean(episode_losses(self.task, theta, key))}
+            self._evaluate = jax.jit(evaluate)
         metrics = self._evaluate(theta, jax.random.PRNGKey(self.config.seed + 1))
         return {k: float(v) for k, v in jax.device_get(metrics).items()}

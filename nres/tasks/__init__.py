@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from typing import Any, Callable, Mapping
 
 from nres.task import Task
@@ -48,6 +50,18 @@ def task_names() -> tuple[str, ...]:
 
 
 def get_task_entry(name: str) -> TaskEntry:
+    """The entry of a registered task, or of ``"package.module:ATTRIBUTE"`` (your own)."""
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        if "" not in sys.path and os.getcwd() not in sys.path:  # console scripts omit the cwd
+            sys.path.insert(0, os.getcwd())
+        try:
+            entry = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"cannot load task {name!r}: {err}") from None
+        if not isinstance(entry, TaskEntry):
+            raise ValueError(f"task {name!r} is a {type(entry).__name__}, not an nres.tasks.TaskEntry")
+        return entry
     if name not in _MODULES:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_MODULES)}")
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_MODULES)} (or module:ENTRY)")
     return importlib.import_module(_MODULES[name]).ENTRY

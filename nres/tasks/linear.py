@@ -18,6 +18,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from nres.particles import episode_losses
 from nres.task import Task
 from nres.tasks import TaskEntry
 
@@ -76,14 +77,7 @@ def make_linear_task(config: LinearConfig = LinearConfig()) -> Task:
 
 def horizon_loss(task: Task, theta, key=None) -> jax.Array:
     """``L(theta) = (1/T) sum_t L_t`` of one unperturbed episode (differentiable)."""
-    key = jax.random.PRNGKey(0) if key is None else key
-
-    def body(state, t):
-        state = task.step(theta, state, t, key, None)
-        return state, task.loss(theta, state, t, None)
-
-    _, losses = jax.lax.scan(body, task.init_state(key), jnp.arange(task.horizon))
-    return jnp.mean(losses)
+    return jnp.mean(episode_losses(task, theta, jax.random.PRNGKey(0) if key is None else key))
 
 
 ENTRY = TaskEntry(
