@@ -109,6 +109,17 @@ def observation_statistics(spec: EnvSpec, episodes: int, horizon: int, seed: int
     return mean, std
 
 
+def make_policy(config: RLConfig, spec: EnvSpec) -> tuple[Policy, ObsScaler]:
+    """The policy of ``config`` and the observation scaling in front of it."""
+    policy = Policy(config.policy, spec.obs_dim, spec.action_dim, config.hidden, config.init, config.init_scale)
+    if not config.obs_normalize:
+        return policy, ObsScaler()
+    if config.obs_norm_episodes <= 0:
+        raise ValueError(f"obs_norm_episodes must be positive, got {config.obs_norm_episodes!r}")
+    stats = observation_statistics(spec, config.obs_norm_episodes, config.horizon, config.obs_norm_seed)
+    return policy, ObsScaler(*stats)
+
+
 def make_rl_task(config: RLConfig = RLConfig()) -> Task:
     """The :class:`nres.Task` of ``config`` (raises ``ValueError`` naming a bad option)."""
     if isinstance(config.horizon, bool) or not isinstance(config.horizon, int) or config.horizon <= 0:
@@ -118,12 +129,7 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
     if config.physics not in PHYSICS:
         raise ValueError(f"unknown physics {config.physics!r}; choose one of {', '.join(PHYSICS)}")
     spec = load_env(config.env)
-    policy = Policy(config.policy, spec.obs_dim, spec.action_dim, config.hidden, config.init, config.init_scale)
-    scaler = ObsScaler()
-    if config.obs_normalize:
-        if config.obs_norm_episodes <= 0:
-            raise ValueError(f"obs_norm_episodes must be positive, got {config.obs_norm_episodes!r}")
-        scaler = ObsScaler(*observation_statistics(spec, config.obs_norm_episodes, config.horizon, config.obs_norm_seed))
+    policy, scaler = make_policy(config, spec)
     physics = make_physics(spec, config.physics, config.num_threads)
     horizon = config.horizon
 

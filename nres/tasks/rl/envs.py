@@ -112,6 +112,24 @@ def make_gym_env(env_id: str, **kwargs):
         raise ValueError(f"unknown environment {env_id!r} ({err}); supported: {known}") from None
 
 
+def quiet_make(env_id: str, **kwargs):
+    """``make_gym_env`` without gymnasium's and MuJoCo's compile-time warnings.
+
+    gymnasium's HalfCheetah XML uses an attribute MuJoCo 3.17 deprecates; MuJoCo's
+    default handler would append that to ``MUJOCO_LOG.TXT`` in the working directory.
+    """
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return make_gym_env(env_id, **kwargs)
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 @functools.lru_cache(maxsize=None)
 def load_env(env_id: str) -> EnvSpec:
     """Read a gymnasium environment into an :class:`EnvSpec`; raise ``ValueError`` if unusable.
@@ -124,9 +142,7 @@ def load_env(env_id: str) -> EnvSpec:
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"env must be a gymnasium id such as 'Swimmer-v5', got {env_id!r}")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        env = make_gym_env(env_id)
+    env = quiet_make(env_id)
     try:
         space = env.action_space
         if not isinstance(space, gym.spaces.Box):

@@ -1,0 +1,54 @@
+"""Policies: shapes, initialisations and bad names."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nres.tasks.rl.policies import ObsScaler, Policy
+
+
+def test_linear_policy_is_m_times_obs_without_bias():
+    policy = Policy("linear", obs_dim=3, action_dim=2)
+    theta = {"M": jnp.arange(6.0).reshape(2, 3)}
+    obs = jnp.array([1.0, -1.0, 2.0])
+    np.testing.assert_allclose(policy.apply(theta, obs), theta["M"] @ obs)
+    np.testing.assert_allclose(policy.apply(theta, jnp.zeros(3)), jnp.zeros(2))  # no bias
+
+
+def test_zero_init_is_all_zeros():
+    theta = Policy("linear", 8, 2, init="zeros").init_theta(jax.random.PRNGKey(0))
+    assert theta["M"].shape == (2, 8) and not np.any(np.asarray(theta["M"]))
+
+
+def test_truncated_normal_init_is_bounded_by_two_scales():
+    scale = 0.03
+    theta = Policy("linear", 17, 6, init="truncated_normal", init_scale=scale).init_theta(jax.random.PRNGKey(0))
+    m = np.asarray(theta["M"])
+    assert np.all(np.abs(m) <= 2 * scale + 1e-7)
+    # 102 draws of a [-2, 2]-truncated normal (std 0.88): the sample std lies within 30% of it
+    assert 0.7 * 0.88 * scale < m.std() < 1.3 * 0.88 * scale, m.std()
+
+
+def test_mlp_policy_shapes():
+    policy = Policy("mlp", obs_dim=8, action_dim=2, hidden=5, init="truncated_normal", init_scale=0.5)
+    theta = policy.init_theta(jax.random.PRNGKey(1))
+    assert {k: v.shape for k, v in theta.items()} == {"W1": (5, 8), "b1": (5,), "W2": (2, 5), "b2": (2,)}
+    assert policy.apply(theta, jnp.ones(8)).shape == (2,)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "rnn"}, "unknown policy 'rnn'"),
+    ({"init": "ones"}, "unknown init 'ones'"),
+    ({"init_scale": -1.0}, "init_scale must be >= 0"),
+])
+def test_bad_policy_options_name_the_value(kwargs, message):
+    options = {"kind": "linear", "obs_dim": 2, "action_dim": 1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        Policy(**options)
+
+
+def test_obs_scaler_standardises_and_defaults_to_identity():
+    obs = jnp.array([2.0, 4.0])
+    np.testing.assert_allclose(ObsScaler()(obs), obs)
+    np.testing.assert_allclose(ObsScaler(np.array([1.0, 2.0]), np.array([0.5, 2.0]))(obs), [2.0, 1.0])
