@@ -11,9 +11,9 @@ positions ``tau`` and episode keys carry ``[N]``.
 
 Every random quantity of an episode is derived from its episode key, so a pair's two
 members share keys and data, and replaying an episode reproduces it exactly:
-noise block ``b`` uses ``noise_key(k, b)``, step ``t`` uses ``step_key(k, t)`` and
-``batch_key(k, t)``, the initial state uses ``fold_in(k, 3)`` and the next episode's
-key is ``fold_in(k, 4)``.
+noise block ``b`` uses ``noise_key(k, b) = fold_in(k, 8 + b)``, step ``t`` uses
+``step_key(k, t)`` and ``batch_key(k, t)``, the initial state uses ``fold_in(k, 3)`` and
+the next episode's key is ``fold_in(k, 4)``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import jax.numpy as jnp
 from nres.task import Batch, Task
 from nres.tree import PyTree, tree_broadcast, tree_where
 
-_NOISE, _STEP, _BATCH, _INIT, _NEXT = range(5)
+_STEP, _BATCH, _INIT, _NEXT = 1, 2, 3, 4
+_NOISE_OFFSET = 8
 
 
 class Particles(NamedTuple):
@@ -38,8 +39,11 @@ class Particles(NamedTuple):
 
 
 def noise_key(episode_key: jax.Array, block: jax.Array) -> jax.Array:
-    """Key of noise block ``block`` of an episode (the same for both pair members)."""
-    return jax.random.fold_in(jax.random.fold_in(episode_key, _NOISE), block)
+    """Key of noise block ``block`` of an episode (the same for both pair members).
+
+    One hash: ``fold_in(k, 8 + block)`` never meets the other streams' ``fold_in(k, 0..4)``.
+    """
+    return jax.random.fold_in(episode_key, _NOISE_OFFSET + block)
 
 
 def step_key(episode_key: jax.Array, t: jax.Array) -> jax.Array:
