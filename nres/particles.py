@@ -89,10 +89,16 @@ def burn_in(step, state, key: jax.Array, num_particles: int, horizon: int, unrol
     target = unlocked_positions(key, num_particles, horizon, unroll_length)
     length = (-(-horizon // unroll_length) - 1) * unroll_length
 
-    def body(state, s):
-        return step(state, s, s < target), None
+    # A particle whose loss turns non-finite restarts its episode (the reset rule) and
+    # then waits at tau = 0, so every position stays a multiple of W.
+    def body(carry, s):
+        state, stopped = carry
+        active = (s < target) & ~stopped
+        state = step(state, s, active)
+        return (state, stopped | (active & (state.particles.tau == 0))), None
 
-    return jax.lax.scan(body, state, jnp.arange(length))[0]
+    stopped = jnp.zeros((num_particles,), bool)
+    return jax.lax.scan(body, (state, stopped), jnp.arange(length))[0][0]
 
 
 def step_inputs(task: Task, particles: Particles) -> tuple[jax.Array, Batch]:
