@@ -99,8 +99,31 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     _add_dataclass_flags(parser.add_argument_group("training"), fields, HELP, dict(entry.training_defaults), choices)
     task_group = parser.add_argument_group(f"options of task {task!r} ({entry.description})")
     task_fields = [f for f in dataclasses.fields(entry.config_cls) if f.name != "horizon"]
-    _add_dataclass_flags(task_group, task_fields, {}, {}, {})
+    _add_dataclass_flags(task_group, task_fields, attribute_docs(entry.config_cls), {}, {})
     return parser
+
+
+def attribute_docs(cls) -> dict[str, str]:
+    """Field descriptions from a dataclass docstring's ``Attributes:`` section."""
+    docs: dict[str, str] = {}
+    lines = (cls.__doc__ or "").splitlines()
+    if not any(line.strip() == "Attributes:" for line in lines):
+        return docs
+    names: list[str] = []
+    for line in lines[[line.strip() for line in lines].index("Attributes:") + 1 :]:
+        text = line.strip()
+        if not text:
+            break
+        head, sep, rest = text.partition(": ")
+        candidates = [n.strip() for n in head.split(",")]
+        if sep and all(n.isidentifier() for n in candidates):
+            names = candidates
+            for name in names:
+                docs[name] = rest
+        elif names:
+            for name in names:
+                docs[name] += " " + text
+    return docs
 
 
 def _task_of(argv: Sequence[str]) -> str:

@@ -211,3 +211,12 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches(tmp_path):
     with np.load(ref / "thetas.npz") as a, np.load(out / "thetas.npz") as b:
         np.testing.assert_array_equal(a["theta"], b["theta"])
         assert list(b["iteration"]) == list(range(total + 1))
+
+
+def test_help_lists_the_tasks_own_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task", "lorenz", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--num-test-starts" in out and "perturbed initial states in the test set" in out
+    assert "--estimator" in out and "nres" in out
