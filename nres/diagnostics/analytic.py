@@ -28,12 +28,18 @@ from nres.task import Task
 from nres.tree import PyTree
 
 
-def block_gradients(task: Task, theta: PyTree, noise_period: int, key: jax.Array | None = None) -> np.ndarray:
+def block_gradients(
+    task: Task, theta: PyTree, noise_period: int, key: jax.Array | None = None, chunk_size: int = 64
+) -> np.ndarray:
     """``G`` of shape ``[T, B, d]``: ``dL_t / dtheta_b`` for every step and noise block.
 
     One episode is unrolled with a separate copy of ``theta`` per noise block
-    (``B = ceil(T / K)`` blocks) and differentiated with ``jax.jacrev``; the episode's
-    key is fixed, so this is meant for tasks whose losses are differentiable.
+    (``B = ceil(T / K)`` blocks) and differentiated in reverse mode: one forward pass
+    (``jax.vjp``), then the ``T`` rows of the Jacobian ``chunk_size`` at a time, so the
+    memory is the episode's residuals plus ``chunk_size`` cotangents (``K >= T`` gives
+    ``B = 1``: ``[T, 1, d]``, what NRES and FullES need, e.g. ``T = 1000, d = 1762``).
+    The episode's key is fixed, so this is meant for tasks whose losses are
+    differentiable; for tasks with random data it is the variance for that one episode.
     """
     key = jax.random.PRNGKey(0) if key is None else key
     flat, unravel = ravel_pytree(theta)
@@ -50,7 +56,14 @@ def block_gradients(task: Task, theta: PyTree, noise_period: int, key: jax.Array
         return jax.lax.scan(body, task.init_state(key), jnp.arange(horizon))[1]
 
     copies = jnp.broadcast_to(flat, (num_blocks,) + flat.shape)
-    return np.asarray(jax.jacrev(losses)(copies), np.float64)
+
+    @jax.jit
+    def rows(copies):
+        _, pullback = jax.vjp(losses, copies)
+        basis = jnp.eye(horizon, dtype=flat.dtype)
+        return jax.lax.map(lambda e: pullback(e)[0], basis, batch_size=min(chunk_size, horizon))
+
+    return np.asarray(rows(copies), np.float64)
 
 
 def window_moments(blocks: np.ndarray, start: int, unroll_length: int, noise_period: int) -> tuple[np.ndarray, float]:
@@ -87,3 +100,42 @@ def gpes_total_variance(
 def expected_gradient(blocks: np.ndarray) -> np.ndarray:
     """``grad L(theta) = (1/T) sum_t grad L_t`` (shape ``[d]``)."""
     return blocks.sum(axis=1).mean(axis=0)
+
+
+def gpes_setting(estimator) -> tuple[int, int, bool, int] | None:
+    """``(W, K, step_unlocked, N)`` of an estimator the formula covers, else ``None``.
+
+    GPES_K and its special cases (PES, NRES, FullES) and the forward-mode
+    :class:`~nres.estimators.autodiff.ForwardGradient` (DODGE), whose estimate is the
+    first-order term of GPES_K for every task; ``K`` is capped at ``T``. TES, UORO,
+    BPTT and TBPTT are not covered.
+    """
+    from nres.estimators import OnlineES
+    from nres.estimators.autodiff import ForwardGradient
+
+    if isinstance(estimator, (OnlineES, ForwardGradient)) and estimator.noise_period is not None:
+        k = min(estimator.noise_period, estimator.task.horizon)
+        return estimator.unroll_length, k, estimator.step_unlocked, estimator.num_particles
+    return None
+
+
+def predicted_total_variance(estimator, blocks_for) -> float | None:
+    """First-order ``tr Cov`` of one estimate of ``estimator`` (``None`` if not covered).
+
+    ``blocks_for(K)`` returns :func:`block_gradients` for noise period ``K`` (callers
+    cache it: one Jacobian serves every estimator with that ``K``).
+    """
+    setting = gpes_setting(estimator)
+    if setting is None:
+        return None
+    unroll_length, k, unlocked, n = setting
+    return gpes_total_variance(blocks_for(k), unroll_length, k, num_particles=n, step_unlocked=unlocked)
+
+
+def equal_compute_prediction(blocks: np.ndarray, unroll_length: int) -> tuple[float, float]:
+    """First-order ``(tr Cov FullES, tr Cov (W/T) sum_i NRES_i)`` from ``K >= T`` blocks."""
+    horizon = blocks.shape[0]
+    n = horizon // unroll_length
+    full = gpes_total_variance(blocks, horizon, horizon, step_unlocked=False)
+    combo = sum(window_moments(blocks, i * unroll_length, unroll_length, horizon)[1] for i in range(n)) / n**2
+    return full, combo

@@ -335,7 +335,8 @@ def uoro(task: Task, num_particles: int, unroll_length: int) -> UORO:
 def dodge(task: Task, num_particles: int, unroll_length: int, noise_period: Optional[int] = None) -> ForwardGradient:
     """Forward-mode directional gradients; ``noise_period`` K defaults to ``W`` (a new
     direction every update)."""
-    return ForwardGradient(task, num_particles, unroll_length, noise_period=noise_period or unroll_length)
+    k = unroll_length if noise_period is None else noise_period
+    return ForwardGradient(task, num_particles, unroll_length, noise_period=k)
 
 
 def _builder(name: str):
