@@ -65,6 +65,7 @@ def test_cli_resume_reproduces_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # imageio-ffmpeg starts ffmpeg
 def test_rollout_writes_a_video_and_a_png_strip(tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(run, "--iterations", "1") == 0
@@ -87,3 +88,10 @@ def test_rollout_rejects_a_run_of_another_task(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert main(["rollout", str(tmp_path / "lorenz")]) == 2
     assert "needs an rl run" in capsys.readouterr().err
+
+
+def test_autodiff_estimators_on_cpu_mujoco_fail_with_a_clear_error(tmp_path, capsys):
+    code = main(["train", "--task", "rl", "--estimator", "tbptt", "--horizon", "10", "--unroll-length", "5",
+                 "--num-particles", "2", "--iterations", "1", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2
+    assert "physics 'mujoco' (CPU MuJoCo) has no derivatives" in capsys.readouterr().err

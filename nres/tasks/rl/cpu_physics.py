@@ -23,6 +23,7 @@ compiled call, with one host round trip per environment step.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import NamedTuple
 
@@ -32,6 +33,7 @@ import mujoco
 import numpy as np
 from mujoco import batch as mj_batch
 
+from nres.config import ConfigError
 from nres.tasks.rl.envs import EnvSpec
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -141,16 +143,34 @@ class CpuPhysics:
         return CpuState(bits), obs
 
     def step(self, state: CpuState, action: jax.Array) -> tuple[CpuState, jax.Array, jax.Array]:
-        """One environment step under ``action [nu]``: ``(state, obs [obs_dim], reward [])``."""
+        """One environment step under ``action [nu]``: ``(state, obs [obs_dim], reward [])``.
+
+        CPU MuJoCo is a black box to JAX: differentiating through it (the autodiff
+        baselines) raises :class:`nres.config.ConfigError` pointing to MJX instead.
+        """
+        bits, obs, reward = self._callback_step(state.bits, action.astype(jnp.float32))
+        return CpuState(bits), obs, reward
+
+    @functools.cached_property
+    def _callback_step(self):
         out = (
             jax.ShapeDtypeStruct((self.nstate, 2), jnp.uint32),
             jax.ShapeDtypeStruct((self.spec.obs_dim,), jnp.float32),
             jax.ShapeDtypeStruct((), jnp.float32),
         )
-        bits, obs, reward = jax.pure_callback(
-            self._host_step, out, state.bits, action.astype(jnp.float32), vmap_method="broadcast_all"
-        )
-        return CpuState(bits), obs, reward
+
+        @jax.custom_jvp
+        def host_step(bits, action):
+            return jax.pure_callback(self._host_step, out, bits, action, vmap_method="broadcast_all")
+
+        @host_step.defjvp
+        def no_derivative(primals, tangents):
+            raise ConfigError(
+                "physics 'mujoco' (CPU MuJoCo) has no derivatives; use an ES estimator "
+                "(fulles, tes, pes, gpes, nres) or --physics mjx for autodiff methods"
+            )
+
+        return host_step
 
     def positions(self, state: CpuState) -> np.ndarray:
         """Host helper: ``qpos`` ``[..., nq]`` (float64) of states."""
