@@ -95,3 +95,17 @@ def test_autodiff_estimators_on_cpu_mujoco_fail_with_a_clear_error(tmp_path, cap
                  "--num-particles", "2", "--iterations", "1", "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 2
     assert "physics 'mujoco' (CPU MuJoCo) has no derivatives" in capsys.readouterr().err
+
+
+def test_mlp_policy_with_observation_normalisation_builds_and_runs():
+    from nres.tasks.rl import RLConfig, make_rl_task, observation_statistics
+    from nres.tasks.rl.envs import load_env
+
+    mean, std = observation_statistics(load_env("Swimmer-v5"), episodes=2, horizon=8, seed=0)
+    assert mean.shape == std.shape == (8,) and np.all(std > 0) and np.all(np.isfinite(mean))
+    task = make_rl_task(RLConfig(policy="mlp", hidden=4, init="truncated_normal", obs_normalize=True,
+                                 obs_norm_episodes=2, horizon=8, num_eval_episodes=2))
+    theta = task.init_theta(jax.random.PRNGKey(0))
+    assert {k: v.shape for k, v in theta.items()} == {"W1": (4, 8), "b1": (4,), "W2": (2, 4), "b2": (2,)}
+    metrics = task.evaluate(theta, jax.random.PRNGKey(1))
+    assert np.isfinite(float(metrics["test_return"]))
