@@ -99,6 +99,9 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     _add_dataclass_flags(parser.add_argument_group("training"), fields, HELP, dict(entry.training_defaults), choices)
     task_group = parser.add_argument_group(f"options of task {task!r} ({entry.description})")
     task_fields = [f for f in dataclasses.fields(entry.config_cls) if f.name != "horizon"]
+    clashes = sorted({f.name for f in task_fields} & set(TRAIN_FIELDS))
+    if clashes:
+        raise ConfigError(f"task {task!r} has options named like training settings: {', '.join(clashes)}")
     _add_dataclass_flags(task_group, task_fields, attribute_docs(entry.config_cls), {}, {})
     return parser
 

@@ -220,3 +220,20 @@ def test_help_lists_the_tasks_own_options(capsys):
     out = capsys.readouterr().out
     assert "--num-test-starts" in out and "perturbed initial states in the test set" in out
     assert "--estimator" in out and "nres" in out
+
+
+def test_every_registered_task_builds_its_flags():
+    from nres.cli import train_parser
+    from nres.tasks import task_names
+
+    for task in task_names():
+        parser = train_parser(task)
+        assert parser.parse_args(["--iterations", "3"]).iterations == 3
+
+
+def test_linear_task_trains_from_the_command_line(tmp_path):
+    out = tmp_path / "lin"
+    assert main(["train", "--task", "linear", "--iterations", "60", "--out", str(out), "--no-progress"]) == 0
+    rows = rundir.read_metrics(out)
+    evals = [r["test_loss"] for r in rows if "test_loss" in r]
+    assert evals[-1] < rows[0]["train_loss"]

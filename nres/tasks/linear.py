@@ -31,18 +31,18 @@ class LinearConfig:
       horizon: ``T``.
       state_dim, theta_dim: sizes of ``s`` and ``theta``.
       spectral_radius: of ``A``; below 1 keeps the system stable.
-      seed: draws ``A``, ``B``, ``c``, the targets and the initial ``theta``.
+      problem_seed: draws ``A``, ``B``, ``c``, the targets and the initial ``theta``.
     """
 
     horizon: int = 16
     state_dim: int = 3
     theta_dim: int = 3
     spectral_radius: float = 0.9
-    seed: int = 0
+    problem_seed: int = 0
 
 
 def make_linear_task(config: LinearConfig = LinearConfig()) -> Task:
-    k_a, k_b, k_c, k_target, k_theta = jax.random.split(jax.random.PRNGKey(config.seed), 5)
+    k_a, k_b, k_c, k_target, k_theta = jax.random.split(jax.random.PRNGKey(config.problem_seed), 5)
     n, d = config.state_dim, config.theta_dim
     a = jax.random.normal(k_a, (n, n))
     a = config.spectral_radius * a / jnp.max(jnp.abs(jnp.linalg.eigvals(a)))
