@@ -20,8 +20,8 @@ ENTRY = TaskEntry(
         "sigma": 0.01,
         "optimizer": "adam",
         "lr": 3e-4,
-        "iterations": 300,
-        "checkpoint_every": 100,
+        "iterations": 100,
+        "checkpoint_every": 50,
     },
     description="learned-optimizer meta-training, theta = per-parameter MLP (d = 1762)",
 )
