@@ -115,9 +115,6 @@ def make_lopt_task(config: LoptConfig = LoptConfig(), problem: Optional[InnerPro
     sizes, horizon = problem.sizes, config.horizon
     sequence_key = jax.random.PRNGKey(config.sequence_seed) if config.single_sequence else None
 
-    def init_theta(key):
-        return lopt.init_theta(key)
-
     def init_state(key) -> InnerState:
         if sequence_key is not None:
             key = jax.random.fold_in(sequence_key, 0)
@@ -141,4 +138,4 @@ def make_lopt_task(config: LoptConfig = LoptConfig(), problem: Optional[InnerPro
         return mean_rollout(problem, learned_optimizer(theta, sizes), key, horizon, config.eval_runs)
 
     name = f"lopt-{problem.dataset.name}-{problem.model.name}"
-    return Task(init_theta, init_state, step, loss, horizon, sample_batch=sample_batch, evaluate=evaluate, name=name)
+    return Task(lopt.init_theta, init_state, step, loss, horizon, sample_batch=sample_batch, evaluate=evaluate, name=name)
