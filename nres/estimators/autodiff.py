@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from nres.estimators.base import WindowInfo, check_positive_int
+from nres.estimators.base import WindowInfo, check_positive_int, check_window
 from nres.estimators.online_es import clear_noise, refresh_noise
 from nres.particles import Particles, advance, burn_in, init_particles, noise_key, step_inputs
-from nres.task import Task, validate_task
+from nres.task import Task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
 
 _EPS = 1e-7  # keeps UORO's rescaling factors finite when a norm is zero
@@ -82,13 +82,7 @@ class _SingleTrajectory:
     name: str = "autodiff"
 
     def __post_init__(self):
-        validate_task(self.task)
-        check_positive_int("num_particles (N)", self.num_particles)
-        check_positive_int("unroll_length (W)", self.unroll_length)
-        if self.unroll_length > self.task.horizon:
-            raise ValueError(
-                f"unroll_length (W) must not exceed the horizon T={self.task.horizon}, got {self.unroll_length}"
-            )
+        check_window(self.task, self.num_particles, self.unroll_length)
 
     @property
     def env_steps_per_update(self) -> int:

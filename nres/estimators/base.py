@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import jax
 
+from nres.task import validate_task
+
 
 class WindowInfo(NamedTuple):
     """Per-update diagnostics, all JAX scalars.
@@ -33,3 +35,12 @@ def check_positive_float(name: str, value) -> float:
     if not number > 0 or number == float("inf"):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return number
+
+
+def check_window(task, num_particles, unroll_length) -> None:
+    """Validate a task and the ``N``/``W`` every estimator shares (``0 < W <= T``)."""
+    validate_task(task)
+    check_positive_int("num_particles (N)", num_particles)
+    check_positive_int("unroll_length (W)", unroll_length)
+    if unroll_length > task.horizon:
+        raise ValueError(f"unroll_length (W) must not exceed the horizon T={task.horizon}, got {unroll_length}")

@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from nres.estimators.base import WindowInfo, check_positive_float, check_positive_int
+from nres.estimators.base import WindowInfo, check_positive_float, check_positive_int, check_window
 from nres.noise import antithetic, sample_noise
 from nres.particles import (
     Particles,
@@ -37,7 +37,7 @@ from nres.particles import (
     noise_key,
     step_pairs,
 )
-from nres.task import Task, validate_task
+from nres.task import Task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
 
 
@@ -98,13 +98,7 @@ class OnlineES:
     loss_normalize: bool = False
 
     def __post_init__(self):
-        validate_task(self.task)
-        check_positive_int("num_particles (N)", self.num_particles)
-        check_positive_int("unroll_length (W)", self.unroll_length)
-        if self.unroll_length > self.task.horizon:
-            raise ValueError(
-                f"unroll_length (W) must not exceed the horizon T={self.task.horizon}, got {self.unroll_length}"
-            )
+        check_window(self.task, self.num_particles, self.unroll_length)
         object.__setattr__(self, "sigma", check_positive_float("sigma", self.sigma))
         if self.noise_period is not None:
             check_positive_int("noise_period (K)", self.noise_period)
