@@ -7,6 +7,7 @@ import dataclasses
 import json
 import pathlib
 import signal
+import time
 import sys
 from typing import Optional
 
@@ -120,6 +121,7 @@ class Run:
 
                 if config.eval_every and not resumed:  # the starting point of the test curve
                     log(_eval_row(counters, self.trainer.evaluate(learner.theta)), "test")
+                pacer = _Pacer(self.trainer.max_chunk)
                 while counters.iteration < config.iterations:
                     if interrupt["stop"]:
                         checkpoint(*last_good)
@@ -128,25 +130,32 @@ class Run:
                             f"continue with: nres train --resume {self.path}",
                             130,
                         )
-                    learner, counters, info = self.trainer.update(learner, counters)
-                    row = _train_row(counters, info)
-                    log(row, "train")
-                    if counters.consecutive_nonfinite == 0:
-                        thetas.append(counters.iteration, learner.theta)
+                    count = min(pacer.count(), config.iterations - counters.iteration,
+                                _to_boundary(counters.iteration, config.checkpoint_every),
+                                _to_boundary(counters.iteration, config.eval_every))
+                    started = time.perf_counter()
+                    learner, steps = self.trainer.update_many(learner, counters, count)
+                    pacer.observe(count, time.perf_counter() - started)
+                    for counters, info, theta in steps:
+                        row = _train_row(counters, info)
+                        log(row, "train")
+                        if counters.consecutive_nonfinite == 0:
+                            thetas.append(counters.iteration, theta)
+                        elif counters.consecutive_nonfinite >= config.max_nonfinite:
+                            checkpoint(*last_good)
+                            raise RunStopped(
+                                f"stopped: {counters.consecutive_nonfinite} consecutive windows had non-finite "
+                                f"losses (lower --lr or --sigma); last good checkpoint is at update "
+                                f"{last_good[1].iteration} in {self.path}",
+                                3,
+                            )
+                    if counters.consecutive_nonfinite == 0:  # a consistent, good state to resume from
                         last_good = (learner, counters)
                         if counters.iteration % config.checkpoint_every == 0:
                             checkpoint(learner, counters)
-                    elif counters.consecutive_nonfinite >= config.max_nonfinite:
-                        checkpoint(*last_good)
-                        raise RunStopped(
-                            f"stopped: {counters.consecutive_nonfinite} consecutive windows had non-finite "
-                            f"losses (lower --lr or --sigma); last good checkpoint is at update "
-                            f"{self._checkpoint_iteration()} in {self.path}",
-                            3,
-                        )
                     if config.eval_every and counters.iteration % config.eval_every == 0:
                         log(_eval_row(counters, self.trainer.evaluate(learner.theta)), "test")
-                    bar.update(1)
+                    bar.update(len(steps))
                     bar.set_postfix(loss=f"{row['train_loss']:.4g}", refresh=False)
                 checkpoint(*last_good)
                 if config.eval_at_end and not (config.eval_every and counters.iteration % config.eval_every == 0):
@@ -157,17 +166,38 @@ class Run:
             self.plot()
         return counters
 
-    def _checkpoint_iteration(self) -> int:
-        try:
-            with np.load(self.path / rundir.CHECKPOINT) as data:
-                return json.loads(str(data["metadata"]))["counters"]["iteration"]
-        except (OSError, KeyError, ValueError):
-            return 0
-
     def plot(self) -> None:
         rows = rundir.read_metrics(self.path)
         if rows:
             plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
+
+
+def _to_boundary(iteration: int, every: int) -> int:
+    """Updates until the next multiple of ``every`` (no bound when ``every`` is 0)."""
+    return every - iteration % every if every else 1 << 30
+
+
+class _Pacer:
+    """Chooses updates per compiled call so each call takes about ``target_s`` seconds.
+
+    The first call (which compiles) runs one update; later calls are sized from the
+    measured time per update, so logging, Ctrl-C and the progress bar stay responsive
+    while fast tasks spend almost no time in Python between updates.
+    """
+
+    def __init__(self, max_count: int, target_s: float = 0.25):
+        self.max_count, self.target_s = max_count, target_s
+        self.calls, self.per_update_s = 0, None
+
+    def count(self) -> int:
+        if self.per_update_s is None:
+            return 1
+        return int(min(self.max_count, max(1, self.target_s // max(self.per_update_s, 1e-9))))
+
+    def observe(self, count: int, seconds: float) -> None:
+        self.calls += 1
+        if self.calls >= 2:  # the first call includes compilation
+            self.per_update_s = seconds / count
 
 
 def _progress_bar(config: TrainConfig, initial: int, enabled: bool):

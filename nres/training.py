@@ -67,6 +67,9 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
 
 
+MAX_UPDATES_PER_CALL = 100
+
+
 class Learner(NamedTuple):
     """Everything of a run that lives on device: theta, optimiser and estimator state."""
 
@@ -102,9 +105,13 @@ class Trainer:
         self.task = task if task is not None else build_task(config)
         self.estimator = build_estimator(config, self.task)
         self.optimizer = make_optimizer(config)
-        jittable = getattr(self.estimator, "jittable", True)
-        self._update = jax.jit(self._update_fn) if jittable else self._update_fn
-        self._init = jax.jit(self._init_fn) if jittable else self._init_fn
+        self.jittable = getattr(self.estimator, "jittable", True)
+        self._init = jax.jit(self._init_fn) if self.jittable else self._init_fn
+        self._chunk = jax.jit(self._chunk_fn) if self.jittable else self._chunk_fn
+        size = max(1, sum(int(jnp.size(x)) for x in jax.tree_util.tree_leaves(jax.eval_shape(
+            self.task.init_theta, jax.random.PRNGKey(0)))))
+        # Updates per compiled call: bounded so the per-update theta buffer stays <= 64 MiB.
+        self.max_chunk = int(min(MAX_UPDATES_PER_CALL, max(1, 2**24 // size)))
 
     def _init_fn(self, key: jax.Array) -> Learner:
         k_theta, k_est = jax.random.split(key)
@@ -135,22 +142,62 @@ class Trainer:
         learner = Learner(keep(theta, learner.theta), keep(opt_state, learner.opt_state), est_state)
         return learner, UpdateInfo(info.train_loss, tree_norm(grad), applied, info.num_nonfinite)
 
+    def _chunk_fn(self, learner: Learner, count: jax.Array) -> tuple[Learner, UpdateInfo, PyTree]:
+        """``count`` (dynamic, ``<= max_chunk``) updates in one call.
+
+        Returns the learner and, per update, its :class:`UpdateInfo` and ``theta``, in
+        buffers with a leading ``[max_chunk]`` axis (rows past ``count`` are unused).
+        """
+        theta_buffer = jax.tree_util.tree_map(lambda x: jnp.zeros((self.max_chunk,) + x.shape, x.dtype),
+                                              learner.theta)
+        info_buffer = UpdateInfo(*(jnp.zeros((self.max_chunk,), dtype) for dtype in
+                                   (jnp.float32, jnp.float32, bool, jnp.int32)))
+
+        def body(i, carry):
+            learner, infos, thetas = carry
+            learner, info = self._update_fn(learner)
+            write = lambda buffer, value: buffer.at[i].set(value)
+            infos = jax.tree_util.tree_map(write, infos, UpdateInfo(*(jnp.asarray(v) for v in info)))
+            return learner, infos, jax.tree_util.tree_map(write, thetas, learner.theta)
+
+        if self.jittable:
+            return jax.lax.fori_loop(0, count, body, (learner, info_buffer, theta_buffer))
+        carry = (learner, info_buffer, theta_buffer)
+        for i in range(int(count)):
+            carry = body(i, carry)
+        return carry
+
+    def update_many(self, learner: Learner, counters: Counters, count: int) -> tuple[Learner, list]:
+        """``count`` updates in one compiled call (``1 <= count <= max_chunk``).
+
+        Returns the new learner and one ``(counters, info, theta)`` per update, on the host.
+        Wall time is measured per call and spread evenly over its updates.
+        """
+        if not 1 <= count <= self.max_chunk:
+            raise ValueError(f"count must be in [1, {self.max_chunk}], got {count}")
+        start = time.perf_counter()
+        learner, infos, thetas = self._chunk(learner, jnp.asarray(count, jnp.int32))
+        infos, thetas = jax.device_get((infos, thetas))
+        elapsed = time.perf_counter() - start
+        steps = []
+        for k in range(count):
+            info = UpdateInfo(*(field[k] for field in infos))
+            applied = bool(info.applied)
+            counters = dataclasses.replace(
+                counters,
+                iteration=counters.iteration + 1,
+                total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update,
+                sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update,
+                wall_time_s=counters.wall_time_s + elapsed / count,
+                consecutive_nonfinite=0 if applied else counters.consecutive_nonfinite + 1,
+                nonfinite_windows=counters.nonfinite_windows + (0 if applied else 1),
+            )
+            steps.append((counters, info, jax.tree_util.tree_map(lambda x: x[k], thetas)))
+        return learner, steps
+
     def update(self, learner: Learner, counters: Counters) -> tuple[Learner, Counters, UpdateInfo]:
         """One update; returns new learner, new counters and host-side info."""
-        start = time.perf_counter()
-        learner, info = self._update(learner)
-        info = jax.device_get(info)
-        elapsed = time.perf_counter() - start
-        applied = bool(info.applied)
-        counters = dataclasses.replace(
-            counters,
-            iteration=counters.iteration + 1,
-            total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update,
-            sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update,
-            wall_time_s=counters.wall_time_s + elapsed,
-            consecutive_nonfinite=0 if applied else counters.consecutive_nonfinite + 1,
-            nonfinite_windows=counters.nonfinite_windows + (0 if applied else 1),
-        )
+        learner, [(counters, info, _)] = self.update_many(learner, counters, 1)
         return learner, counters, info
 
     def evaluate(self, theta: PyTree) -> dict[str, float]:
