@@ -8,6 +8,7 @@ gradient leaves ``theta`` and the optimiser state untouched).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -108,8 +109,8 @@ class Trainer:
         self.jittable = getattr(self.estimator, "jittable", True)
         self._init = jax.jit(self._init_fn) if self.jittable else self._init_fn
         self._chunk = jax.jit(self._chunk_fn) if self.jittable else self._chunk_fn
-        size = max(1, sum(int(jnp.size(x)) for x in jax.tree_util.tree_leaves(jax.eval_shape(
-            self.task.init_theta, jax.random.PRNGKey(0)))))
+        theta_shape = jax.eval_shape(self.task.init_theta, jax.random.PRNGKey(0))
+        size = max(1, sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_shape)))
         # Updates per compiled call: bounded so the per-update theta buffer stays <= 64 MiB.
         self.max_chunk = int(min(MAX_UPDATES_PER_CALL, max(1, 2**24 // size)))
 

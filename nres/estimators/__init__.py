@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from nres.estimators.autodiff import AUTODIFF_ESTIMATORS
 from nres.estimators.base import WindowInfo
 from nres.estimators.online_es import OnlineES, OnlineESState
 from nres.task import Task
@@ -80,11 +81,7 @@ ESTIMATORS = {
     "gpes": _build_gpes,
     "nres": _without_noise_period(nres, "nres"),
 }
-
-# Autodiff baselines (SPEC section 3): bptt, tbptt, uoro, dodge.
-from nres.estimators.autodiff import AUTODIFF_ESTIMATORS  # noqa: E402
-
-ESTIMATORS.update(AUTODIFF_ESTIMATORS)
+ESTIMATORS.update(AUTODIFF_ESTIMATORS)  # autodiff baselines (SPEC section 3): bptt, tbptt, uoro, dodge
 
 
 def estimator_names() -> tuple[str, ...]:
