@@ -35,13 +35,14 @@ HELP = {
 
 
 def _parser(task: str):
-    from nres.cli import _add_dataclass_flags, _Parser
+    from nres.cli import _add_dataclass_flags, _Parser, attribute_docs
     from nres.diagnostics.empirical import INTERVALS
     from nres.tasks import get_task_entry, task_names
 
     entry = get_task_entry(task)
     parser = _Parser(prog="nres variance", description="Mean and total variance tr Cov of gradient estimators.")
-    parser.add_argument("--task", choices=task_names(), help="application (default: lorenz, or the run's)")
+    parser.add_argument("--task", help=f"application: {', '.join(task_names())} or package.module:ENTRY "
+                        "(default: lorenz, or the run's)")
     parser.add_argument("--estimators", default="nres,pes,fulles", help=HELP["estimators"])
     parser.add_argument("--num-samples", type=int, default=1000, metavar="M", help=HELP["num_samples"])
     parser.add_argument("--num-particles", type=int, default=1, metavar="N", help="pairs per estimate (default 1)")
@@ -63,7 +64,8 @@ def _parser(task: str):
     parser.add_argument("--out", default="variance-out", metavar="DIR", help="where variance.json/.png go")
     taken = {a.dest for a in parser._actions}
     fields = [f for f in dataclasses.fields(entry.config_cls) if f.name not in taken]
-    _add_dataclass_flags(parser.add_argument_group(f"options of task {task!r}"), fields, {}, {}, {})
+    _add_dataclass_flags(parser.add_argument_group(f"options of task {task!r}"), fields,
+                         attribute_docs(entry.config_cls), {}, {})
     return parser, {f.name for f in fields}
 
 
