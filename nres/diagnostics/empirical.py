@@ -139,7 +139,7 @@ def total_variance_interval(
     if method == "clt":
         q = np.sum((samples - samples.mean(axis=0)) ** 2, axis=1) * m / (m - 1)
         half = z * q.std(ddof=1) / np.sqrt(m)
-        return (float(q.mean() - half), float(q.mean() + half))
+        return (max(0.0, float(q.mean() - half)), float(q.mean() + half))  # a variance is >= 0
     if method != "bootstrap":
         raise ValueError(f"unknown interval method {method!r}; choose one of {', '.join(INTERVALS)}")
     rng = np.random.default_rng(seed)
@@ -293,7 +293,7 @@ def equal_compute(
         num_windows=n,
         fulles=fulles_summary,
         combo_variance=combo,
-        combo_interval=(float(centre - half), float(centre + half)),
+        combo_interval=(max(0.0, float(centre - half)), float(centre + half)),  # a variance is >= 0
         cross=cross,
         window_variances=window_variances,
         fulles_mismatch=mismatch,
