@@ -62,14 +62,23 @@ def play_episode(env_id: str, act, steps: int, seed: int, width: int, height: in
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     env = quiet_make(env_id, render_mode="rgb_array", width=width, height=height, max_episode_steps=steps)
+
+    def render():
+        """A frame with the camera centred on the torso (body 1), so a travelling policy stays in view."""
+        renderer = env.unwrapped.mujoco_renderer
+        if renderer.viewer is None:
+            env.render()  # creates the viewer and its camera
+        renderer.viewer.cam.lookat[:] = env.unwrapped.data.xpos[1]
+        return env.render()
+
     try:
         obs, _ = env.reset(seed=seed)
-        frames, total = [env.render()], 0.0
+        frames, total = [render()], 0.0
         for t in range(steps):
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
             if (t + 1) % stride == 0:
-                frames.append(env.render())
+                frames.append(render())
             if terminated or truncated:
                 break
         return frames, total
