@@ -107,3 +107,17 @@ def test_inactive_pairs_do_not_move():
     np.testing.assert_array_equal(new.tau, [1, 0])
     np.testing.assert_array_equal(new.inner[:, 1], particles.inner[:, 1])
     assert not np.allclose(new.inner[:, 0], particles.inner[:, 0])
+
+
+@pytest.mark.parametrize("num_particles", [7, 12])
+def test_grouped_burn_in_matches_hand_unrolls_for_any_particle_count(linear_task, linear_theta, num_particles):
+    """7 pairs form 7 groups of one, 12 pairs 6 groups of two: every state is still exact."""
+    est = nres.nres(linear_task, num_particles=num_particles, unroll_length=W, sigma=0.1)
+    state = est.init(jax.random.PRNGKey(num_particles), linear_theta)
+    for i in range(num_particles):
+        key, tau = state.particles.episode_key[i], int(state.particles.tau[i])
+        eps = sample_noise(noise_key(key, 0), linear_theta, 0.1)
+        s = linear_task.init_state(None)
+        for t in range(tau):
+            s = linear_task.step(linear_theta + eps, s, t, step_key(key, t), None)
+        np.testing.assert_allclose(state.particles.inner[0, i], s, rtol=1e-5, atol=1e-6)
