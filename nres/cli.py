@@ -261,6 +261,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunStopped as stop:
         print(f"nres: {stop}", file=sys.stderr)
         return stop.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print("nres: aborted (the last checkpoint, if any, is intact)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
