@@ -84,7 +84,7 @@ def _add_dataclass_flags(group, fields, help_texts: dict, defaults: dict, choice
 
 def train_parser(task: str) -> argparse.ArgumentParser:
     from nres.estimators import estimator_names
-    from nres.tasks import get_task_entry, task_names
+    from nres.tasks import get_task_entry
 
     entry = get_task_entry(task)
     parser = _Parser(prog="nres train", description="Train theta with a gradient estimator; writes a run directory.")

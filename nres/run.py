@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from nres import rundir
-from nres.checkpoint import CheckpointError, load_pytree, save_pytree
+from nres.checkpoint import load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.plotting import plot_run_curves, run_label
 from nres.training import Counters, Learner, Trainer

@@ -15,7 +15,6 @@ FullES) and DODGE; only meaningful when the task's losses are differentiable.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib

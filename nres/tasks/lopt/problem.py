@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from nres.tasks.lopt.datasets import ImageDataset
-from nres.tasks.lopt.inner_models import OUTER_LOSSES, InnerModel, accuracy, cross_entropy
+from nres.tasks.lopt.inner_models import OUTER_LOSSES, InnerModel, cross_entropy
 
 _INIT, _BATCH = 0, 1
 EVAL_CHUNK = 1000  # test-set images per forward pass in test_accuracy

@@ -11,7 +11,6 @@ instead. Rendering uses MuJoCo's OpenGL renderer (``MUJOCO_GL``, default ``egl``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import pathlib
 from typing import Sequence
