@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from nres.config import ConfigError, TrainConfig
-from nres.estimators import make_estimator
+from nres.estimators import ES_ESTIMATORS, make_estimator
 from nres.particles import episode_losses
 from nres.task import Task
 from nres.tasks import get_task_entry
@@ -39,6 +39,10 @@ def build_task(config: TrainConfig) -> Task:
 
 
 def build_estimator(config: TrainConfig, task: Task):
+    if config.loss_normalize and config.estimator not in ES_ESTIMATORS:
+        raise ConfigError(
+            f"loss_normalize applies to the ES estimators ({', '.join(ES_ESTIMATORS)}), not to {config.estimator!r}"
+        )
     try:
         return make_estimator(
             config.estimator,

@@ -106,3 +106,12 @@ def test_burn_in_keeps_positions_aligned_when_losses_blow_up():
     tau = np.asarray(state.particles.tau)
     assert np.all(tau % 2 == 0), tau
     assert np.any(tau == 0) and np.any(tau > 0)
+
+
+def test_loss_normalize_is_refused_for_autodiff_estimators():
+    from nres.config import ConfigError
+    from nres.training import build_estimator, build_task
+
+    config = resolve_config({"task": "linear", "estimator": "bptt", "loss_normalize": True})
+    with pytest.raises(ConfigError, match="loss_normalize applies to the ES estimators.*'bptt'"):
+        build_estimator(config, build_task(config))
