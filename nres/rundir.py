@@ -84,7 +84,16 @@ def read_metrics(path: str | pathlib.Path) -> list[dict]:
     file = pathlib.Path(path) / METRICS
     if not file.is_file():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    lines = [line for line in file.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # a row cut short by a crash: the resume rewrites the file
+                break
+            raise RunDirError(f"{str(file)!r} line {number} is not JSON") from None
+    return rows
 
 
 def write_metrics(path: str | pathlib.Path, rows: Iterable[dict]) -> None:

@@ -45,3 +45,11 @@ def test_config_records_versions(tmp_path):
     assert stored["config"] == {"seed": 1} and stored["versions"]["jax"]
     with pytest.raises(rundir.RunDirError, match="not a run directory"):
         rundir.read_config(tmp_path / "elsewhere")
+
+
+def test_metrics_tolerate_a_row_cut_short_by_a_crash(tmp_path):
+    (tmp_path / rundir.METRICS).write_text('{"iteration": 1}\n{"iteration": 2}\n{"itera')
+    assert rundir.read_metrics(tmp_path) == [{"iteration": 1}, {"iteration": 2}]
+    (tmp_path / rundir.METRICS).write_text('{"iteration": 1}\ngarbage\n{"iteration": 3}\n')
+    with pytest.raises(rundir.RunDirError, match="line 2 is not JSON"):
+        rundir.read_metrics(tmp_path)
