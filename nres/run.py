@@ -92,7 +92,7 @@ class Run:
 
     def load_checkpoint(self) -> tuple[Learner, Counters]:
         learner, metadata = load_pytree(self.path / rundir.CHECKPOINT, self.trainer.learner_template())
-        return learner, Counters(**metadata["counters"])
+        return self.trainer.place(learner), Counters(**metadata["counters"])
 
     # -- training ----------------------------------------------------------------------
     def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False) -> Counters:

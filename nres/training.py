@@ -14,11 +14,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import optax
 
 from nres.config import ConfigError, TrainConfig
 from nres.estimators import ES_ESTIMATORS, make_estimator
-from nres.particles import episode_losses
+from nres.particles import episode_losses, map_particle_axis
 from nres.task import Task
 from nres.tasks import get_task_entry
 from nres.tree import PyTree, tree_all_finite, tree_norm
@@ -126,11 +128,34 @@ class Trainer:
     def init(self) -> tuple[Learner, Counters]:
         """Fresh learner (burn-in included) and counters at iteration 0."""
         start = time.perf_counter()
-        learner = self._init(jax.random.PRNGKey(self.config.seed))
+        learner = self.place(self._init(jax.random.PRNGKey(self.config.seed)))
         jax.block_until_ready(learner)
         counters = Counters(total_env_steps=self.estimator.burn_in_env_steps(learner.estimator_state))
         counters.wall_time_s = time.perf_counter() - start
         return learner, counters
+
+    def place(self, learner: Learner) -> Learner:
+        """Spread the particles over every local device (theta and optimiser replicated).
+
+        With ``D > 1`` devices and ``D`` dividing ``N``, every estimator-state leaf is
+        sharded along its particle axis, so each compiled window runs ``N / D`` pairs per
+        device and XLA sums the gradient across devices. Otherwise nothing moves.
+        """
+        devices = jax.local_devices()
+        n = self.config.num_particles
+        if len(devices) < 2 or n % len(devices) or not self.jittable:
+            return learner
+        mesh = Mesh(np.asarray(devices), ("particles",))
+
+        def shard(x, axis):
+            if jnp.ndim(x) <= axis or jnp.shape(x)[axis] != n:
+                return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
+            spec = [None] * jnp.ndim(x)
+            spec[axis] = "particles"
+            return jax.device_put(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+        theta, opt_state = jax.device_put((learner.theta, learner.opt_state), NamedSharding(mesh, PartitionSpec()))
+        return Learner(theta, opt_state, map_particle_axis(shard, learner.estimator_state))
 
     def learner_template(self) -> Learner:
         """Shapes and dtypes of a learner, without running the burn-in."""
