@@ -180,12 +180,7 @@ class OnlineES:
     def _estimate_aligned(self, state: OnlineESState, theta: PyTree):
         """The window when :attr:`window_aligned`: same estimate, rules applied per window."""
         particles = state.particles
-        if self.noise_period is None:
-            draw = jnp.ones(particles.tau.shape, bool)
-            block = particles.tau
-        else:
-            draw = particles.tau % self.noise_period == 0
-            block = particles.tau // self.noise_period
+        draw, block = self._noise_schedule(particles.tau, window_start=True)
         eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
         thetas = antithetic(theta, eps)
 
@@ -215,6 +210,16 @@ class OnlineES:
         info = WindowInfo(train_loss=loss_sum / (2 * n_w), num_nonfinite=jnp.sum(bad))
         return grad, state, info
 
+    def _noise_schedule(self, tau: jax.Array, window_start) -> tuple[jax.Array, jax.Array]:
+        """Which pairs draw fresh noise before this step (``[N]`` bool) and its block index.
+
+        GPES: when ``tau mod K == 0``, block ``tau // K``. TES (``K`` None): at every
+        window start, block ``tau`` (unique within the episode).
+        """
+        if self.noise_period is None:
+            return jnp.broadcast_to(window_start, tau.shape), tau
+        return tau % self.noise_period == 0, tau // self.noise_period
+
     def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, active: Optional[jax.Array] = None):
         """One step of every pair. ``s`` is the step index within the window.
 
@@ -223,12 +228,7 @@ class OnlineES:
         and the per-pair non-finite flags ``[N]``.
         """
         particles = state.particles
-        if self.noise_period is None:
-            draw = jnp.broadcast_to(s == 0, particles.tau.shape)
-            block = particles.tau
-        else:
-            draw = particles.tau % self.noise_period == 0
-            block = particles.tau // self.noise_period
+        draw, block = self._noise_schedule(particles.tau, window_start=s == 0)
         if active is not None:
             draw = draw & active
 
