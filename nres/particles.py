@@ -114,8 +114,9 @@ def burn_in(step, state, key: jax.Array, num_particles: int, horizon: int, unrol
     groups = max(g for g in range(1, min(MAX_BURN_IN_GROUPS, num_particles) + 1) if num_particles % g == 0)
     order = jnp.argsort(target)
     take = lambda indices: lambda x, axis: jnp.take(x, indices, axis=axis)
-    split = lambda x, axis: jnp.moveaxis(x.reshape(x.shape[:axis] + (groups, -1) + x.shape[axis + 1 :]), axis, 0)
-    merge = lambda x, axis: jnp.moveaxis(x, 0, axis).reshape(x.shape[1 : axis + 1] + (-1,) + x.shape[axis + 2 :])
+    size = num_particles // groups  # explicit sizes: leaves may have zero-size axes (e.g. MJX contacts)
+    split = lambda x, axis: jnp.moveaxis(x.reshape(x.shape[:axis] + (groups, size) + x.shape[axis + 1 :]), axis, 0)
+    merge = lambda x, axis: jnp.moveaxis(x, 0, axis).reshape(x.shape[1 : axis + 1] + (num_particles,) + x.shape[axis + 2 :])
     grouped = map_particle_axis(split, map_particle_axis(take(order), state))
 
     def run_group(args):

@@ -121,3 +121,19 @@ def test_grouped_burn_in_matches_hand_unrolls_for_any_particle_count(linear_task
         for t in range(tau):
             s = linear_task.step(linear_theta + eps, s, t, step_key(key, t), None)
         np.testing.assert_allclose(state.particles.inner[0, i], s, rtol=1e-5, atol=1e-6)
+
+
+def test_burn_in_handles_states_with_zero_size_leaves():
+    """MJX states carry empty arrays (no contacts); grouping must reshape them too."""
+    task = Task(
+        init_theta=lambda k: jnp.ones(2),
+        init_state=lambda k: {"x": jnp.zeros(2), "contacts": jnp.zeros((0, 3))},
+        step=lambda theta, s, t, k, b: {"x": s["x"] + theta, "contacts": s["contacts"]},
+        loss=lambda theta, s, t, b: jnp.sum(s["x"] ** 2),
+        horizon=8,
+    )
+    state = nres.nres(task, num_particles=6, unroll_length=2, sigma=0.1).init(jax.random.PRNGKey(0), jnp.ones(2))
+    assert state.particles.inner["contacts"].shape == (2, 6, 0, 3)
+    tau = np.asarray(state.particles.tau)
+    np.testing.assert_allclose(state.particles.inner["x"][0, :, 0] + state.particles.inner["x"][1, :, 0], 2.0 * tau,
+                               rtol=1e-5)
