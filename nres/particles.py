@@ -200,17 +200,24 @@ def advance(
 
 
 
-def episode_losses(task: Task, theta: PyTree, key: jax.Array) -> jax.Array:
-    """Per-step losses ``[T]`` of one unperturbed episode with episode key ``key``.
+def replay_episode(task: Task, theta_at, key: jax.Array) -> jax.Array:
+    """Per-step losses ``[T]`` of one episode with episode key ``key``; step ``t`` runs
+    under ``theta_at(t)``.
 
     Uses the same key derivation as the particles, so it replays what a particle with
-    that episode key sees under ``theta``; differentiable when the task is.
+    that episode key sees; differentiable when the task is.
     """
 
     def body(state, t):
+        theta = theta_at(t)
         batch = task.batch(batch_key(key, t), t)
         state = task.step(theta, state, t, step_key(key, t), batch)
         return state, task.loss(theta, state, t, batch)
 
     state = task.init_state(jax.random.fold_in(key, _INIT))
     return jax.lax.scan(body, state, jnp.arange(task.horizon))[1]
+
+
+def episode_losses(task: Task, theta: PyTree, key: jax.Array) -> jax.Array:
+    """Per-step losses ``[T]`` of one unperturbed episode under ``theta`` (see :func:`replay_episode`)."""
+    return replay_episode(task, lambda t: theta, key)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from nres.particles import replay_episode
 from nres.task import Task
 from nres.tree import PyTree
 
@@ -47,13 +48,7 @@ def block_gradients(
     num_blocks = -(-horizon // noise_period)
 
     def losses(block_thetas):  # [B, d] -> [T]
-        def body(state, t):
-            theta_t = unravel(block_thetas[t // noise_period])
-            batch = task.batch(jax.random.fold_in(key, 2 * t + 1), t)
-            state = task.step(theta_t, state, t, jax.random.fold_in(key, 2 * t), batch)
-            return state, task.loss(theta_t, state, t, batch)
-
-        return jax.lax.scan(body, task.init_state(key), jnp.arange(horizon))[1]
+        return replay_episode(task, lambda t: unravel(block_thetas[t // noise_period]), key)
 
     copies = jnp.broadcast_to(flat, (num_blocks,) + flat.shape)
 
