@@ -112,9 +112,8 @@ class Trainer:
         self.task = task if task is not None else build_task(config)
         self.estimator = build_estimator(config, self.task)
         self.optimizer = make_optimizer(config)
-        self.jittable = getattr(self.estimator, "jittable", True)
-        self._init = jax.jit(self._init_fn) if self.jittable else self._init_fn
-        self._chunk = jax.jit(self._chunk_fn) if self.jittable else self._chunk_fn
+        self._init = jax.jit(self._init_fn)
+        self._chunk = jax.jit(self._chunk_fn)
         theta_shape = jax.eval_shape(self.task.init_theta, jax.random.PRNGKey(0))
         size = max(1, sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_shape)))
         # Updates per compiled call: bounded so the per-update theta buffer stays <= 64 MiB.
@@ -143,7 +142,7 @@ class Trainer:
         """
         devices = jax.local_devices()
         n = self.config.num_particles
-        if len(devices) < 2 or n % len(devices) or not self.jittable:
+        if len(devices) < 2 or n % len(devices):
             return learner
         mesh = Mesh(np.asarray(devices), ("particles",))
 
@@ -159,9 +158,7 @@ class Trainer:
 
     def learner_template(self) -> Learner:
         """Shapes and dtypes of a learner, without running the burn-in."""
-        if getattr(self.estimator, "jittable", True):
-            return jax.eval_shape(self._init_fn, jax.random.PRNGKey(self.config.seed))
-        return self._init_fn(jax.random.PRNGKey(self.config.seed))
+        return jax.eval_shape(self._init_fn, jax.random.PRNGKey(self.config.seed))
 
     def _update_fn(self, learner: Learner) -> tuple[Learner, UpdateInfo]:
         grad, est_state, info = self.estimator.estimate(learner.estimator_state, learner.theta)
@@ -190,12 +187,7 @@ class Trainer:
             infos = jax.tree_util.tree_map(write, infos, UpdateInfo(*(jnp.asarray(v) for v in info)))
             return learner, infos, jax.tree_util.tree_map(write, thetas, learner.theta)
 
-        if self.jittable:
-            return jax.lax.fori_loop(0, count, body, (learner, info_buffer, theta_buffer))
-        carry = (learner, info_buffer, theta_buffer)
-        for i in range(int(count)):
-            carry = body(i, carry)
-        return carry
+        return jax.lax.fori_loop(0, count, body, (learner, info_buffer, theta_buffer))
 
     def update_many(self, learner: Learner, counters: Counters, count: int) -> tuple[Learner, list]:
         """``count`` updates in one compiled call (``1 <= count <= max_chunk``).

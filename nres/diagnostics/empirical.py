@@ -107,19 +107,13 @@ class EstimateSampler:
             flat = ravel_pytree(grad)[0]
             return flat, (info.num_nonfinite > 0) | ~jnp.all(jnp.isfinite(flat))
 
-        self._one = one
         self._chunk = jax.jit(jax.vmap(one, in_axes=(0, None)))
-        self._jittable = getattr(estimator, "jittable", True)
 
     def __call__(self, theta: PyTree, key: jax.Array, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
         """``(samples [M, d] float64, nonfinite [M] bool)``."""
         check_positive_int("num_samples (M)", num_samples)
         keys = jax.random.split(key, num_samples)
-        if not self._jittable:  # e.g. a simulator outside JAX: one sample at a time
-            rows = [jax.device_get(self._one(k, theta)) for k in keys]
-            samples, bad = np.stack([r[0] for r in rows]), np.array([bool(r[1]) for r in rows])
-        else:
-            samples, bad = map_chunks(self._chunk, keys, self.chunk_size, theta)
+        samples, bad = map_chunks(self._chunk, keys, self.chunk_size, theta)
         return samples.astype(np.float64), bad.astype(bool)
 
 
