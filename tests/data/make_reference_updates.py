@@ -23,7 +23,7 @@ UPDATES = 20
 # T = 50, W = 10: every particle ends an episode within the 20 updates (reset rule covered);
 # gpes K = 15 takes the per-step window path, pes/nres/tes the window-aligned one.
 BASE = {"task": "lorenz", "num_particles": 4, "unroll_length": 10, "horizon": 50, "sigma": 0.04,
-        "lr": 1e-3, "seed": 3, "eval_every": 0, "task_options": {"num_test_starts": 8}}
+        "lr": 1e-5, "seed": 3, "eval_every": 0, "task_options": {"num_test_starts": 8}}
 RUNS = {
     "fulles": {"estimator": "fulles"},
     "tes": {"estimator": "tes"},
@@ -31,7 +31,7 @@ RUNS = {
     "gpes": {"estimator": "gpes", "noise_period": 15},
     "gpes_aligned": {"estimator": "gpes", "noise_period": 20},
     "nres": {"estimator": "nres"},
-    "nres_adam": {"estimator": "nres", "optimizer": "adam", "lr": 1e-2},
+    "nres_adam": {"estimator": "nres", "optimizer": "adam", "lr": 1e-3},
     "bptt": {"estimator": "bptt"},
     "tbptt": {"estimator": "tbptt"},
     "uoro": {"estimator": "uoro"},
