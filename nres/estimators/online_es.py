@@ -36,6 +36,7 @@ from nres.particles import (
     init_particles,
     noise_key,
     step_pairs,
+    window_batches,
 )
 from nres.task import Task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
@@ -183,15 +184,17 @@ class OnlineES:
         draw, block = self._noise_schedule(particles.tau, window_start=True)
         eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
         thetas = antithetic(theta, eps)
+        batches = window_batches(self.task, particles, self.unroll_length)  # None: drawn per step
 
-        def body(carry, s):
+        def body(carry, inputs):
             inner, member_losses = carry
+            s, batch = inputs
             at = particles._replace(inner=inner, tau=particles.tau + s)
-            inner, losses = step_pairs(self.task, thetas, at)
+            inner, losses = step_pairs(self.task, thetas, at, batch)
             return (inner, member_losses + losses), None
 
         init = (particles.inner, jnp.zeros((2, self.num_particles), jnp.float32))
-        (inner, member_losses), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
+        (inner, member_losses), _ = jax.lax.scan(body, init, (jnp.arange(self.unroll_length), batches))
         diff_sum = member_losses[0] - member_losses[1]
         grad_sum = tree_weighted_sum(diff_sum, eps if xi is None else xi)
         particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length)
