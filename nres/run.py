@@ -97,6 +97,7 @@ class Run:
     # -- training ----------------------------------------------------------------------
     def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False) -> Counters:
         config = self.config
+        _prefetch_plotting()
         thetas = rundir.ThetaTrajectory(self.path)
         if resumed:
             thetas.truncate(counters.iteration, learner.theta)
@@ -175,6 +176,16 @@ class Run:
         rows = rundir.read_metrics(self.path)
         if rows:
             plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
+
+
+def _prefetch_plotting() -> None:
+    """Import matplotlib in the background while training runs: the curves drawn at the
+    end then cost only the drawing (the import overlaps compilation and the updates)."""
+    import threading
+
+    from nres.plotting import _pyplot
+
+    threading.Thread(target=_pyplot, name="nres-import-matplotlib", daemon=True).start()
 
 
 def _to_boundary(iteration: int, every: int) -> int:

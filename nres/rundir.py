@@ -20,6 +20,7 @@ import json
 import pathlib
 import platform
 import shutil
+import struct
 from typing import Any, Iterable
 
 import jax
@@ -149,8 +150,9 @@ class ThetaTrajectory:
         self._stacked: dict[str, np.ndarray] = {}
 
     def append(self, iteration: int, theta: PyTree) -> None:
+        """Buffer one ``theta`` (host or device arrays; converted when flushed)."""
         self.iterations.append(iteration)
-        self._pending.append(jax.tree_util.tree_map(np.asarray, theta))
+        self._pending.append(theta)
 
     def truncate(self, iteration: int, template: PyTree) -> None:
         """Load the saved trajectory up to ``iteration`` (for a resumed run)."""
@@ -263,12 +265,33 @@ def tfrecords(payloads: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
 class TensorBoardLog:
-    """Scalars as TensorBoard event files (the ``Event`` protos of tensorboardX; no TensorFlow).
+    """Scalars as TensorBoard event files (TFRecords of ``Event`` protos; no TensorFlow).
 
     One event per logged row carries all of its scalars; :meth:`scalars` writes a whole
     chunk of rows in one write. ``purge_step`` (a resumed run) tells TensorBoard to drop
     the earlier files' events from that step on, as ``SummaryWriter(purge_step=...)`` does.
+
+    The scalar events are encoded directly in the protobuf wire format of
+    ``tensorboard/compat/proto/event.proto`` (``Event.wall_time`` = 1, ``step`` = 2,
+    ``summary`` = 5; ``Summary.value`` = 1; ``Value.tag`` = 1, ``simple_value`` = 2),
+    which is what tensorboardX's ``add_scalar`` writes, at a small fraction of its cost.
     """
 
     def __init__(self, path: pathlib.Path, purge_step: int | None = None):
@@ -276,13 +299,13 @@ class TensorBoardLog:
         import socket
         import time
 
-        from tensorboardX.proto import event_pb2, summary_pb2
+        from tensorboardX.proto import event_pb2
 
-        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
         directory = path / TENSORBOARD
         directory.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         self.file = open(directory / name, "ab")
+        self._encoders: dict[tuple, Any] = {}
         first = [event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")]
         if purge_step is not None:
             first += [
@@ -296,20 +319,31 @@ class TensorBoardLog:
         self.file.write(tfrecords(payloads))
         self.file.flush()
 
+    def _encoder(self, keys: tuple, prefix: str):
+        """For rows with these keys: the numeric keys and a packer of their ``Summary``."""
+        heads = []
+        for key in keys:
+            # Summary.value entry: its key and length, Value.tag, the key of Value.simple_value (a float).
+            value_head = _field(1, f"{prefix}/{key}".encode()) + b"\x15"
+            heads.append(b"\x0a" + _varint(len(value_head) + 4) + value_head)
+        layout = struct.Struct("<" + "".join(f"{len(h)}sf" for h in heads))
+        return lambda values: layout.pack(*[x for pair in zip(heads, values) for x in pair])
+
     def scalars(self, rows: dict[str, Any] | list[dict[str, Any]], prefix: str) -> None:
         """Log every numeric field of each row (one row or a list) under ``prefix/``, at step ``iteration``."""
         import time
 
-        now = time.time()
+        wall_time = b"\x09" + struct.pack("<d", time.time())
         payloads = []
         for row in [rows] if isinstance(rows, dict) else rows:
-            values = [
-                self._summary.Value(tag=f"{prefix}/{key}", simple_value=value)
-                for key, value in row.items()
-                if key != "iteration" and isinstance(value, (int, float)) and not isinstance(value, bool)
-            ]
-            event = self._event(wall_time=now, step=row["iteration"], summary=self._summary(value=values))
-            payloads.append(event.SerializeToString())
+            keys = tuple(k for k, v in row.items()
+                         if k != "iteration" and isinstance(v, (int, float)) and not isinstance(v, bool))
+            encode = self._encoders.get((prefix, keys))
+            if encode is None:
+                encode = self._encoders[(prefix, keys)] = self._encoder(keys, prefix)
+            summary = encode([row[k] for k in keys])
+            step = row["iteration"]
+            payloads.append(wall_time + b"\x10" + _varint(step % (1 << 64)) + _field(5, summary))
         self._write(payloads)
 
     def close(self) -> None:
