@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nres.estimators.base import WindowInfo, check_positive_float, check_positive_int, check_window
 from nres.noise import antithetic, sample_noise
@@ -115,7 +116,7 @@ class OnlineES:
 
     def burn_in_env_steps(self, state: OnlineESState) -> int:
         """Steps spent bringing the pairs to their positions: ``2 * sum_i tau_i``."""
-        return 2 * int(jnp.sum(state.particles.tau)) if self.step_unlocked else 0
+        return 2 * int(np.sum(np.asarray(state.particles.tau), dtype=np.int64)) if self.step_unlocked else 0
 
     @property
     def reuses_noise(self) -> bool:
