@@ -93,3 +93,18 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     killed, uninterrupted = read_events(out / "tensorboard"), read_events(ref / "tensorboard")
     assert sorted(killed["train/train_loss"]) == list(range(1, total + 1))
     assert killed["train/train_loss"] == uninterrupted["train/train_loss"]
+
+
+def test_file_header_and_purge_events_are_what_tensorboardx_writes(tmp_path):
+    from tensorboardX.proto import event_pb2
+
+    rundir.TensorBoardLog(tmp_path, purge_step=12).close()
+    (name,) = os.listdir(tmp_path / rundir.TENSORBOARD)
+    data, events, pos = (tmp_path / rundir.TENSORBOARD / name).read_bytes(), [], 0
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        events.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length]))
+        pos += 16 + length
+    assert [e.file_version for e in events] == ["brain.Event:2", "brain.Event:2", ""]
+    assert [e.step for e in events] == [0, 12, 12] and all(e.wall_time > 1e9 for e in events)
+    assert events[2].session_log.status == event_pb2.SessionLog.START
