@@ -269,12 +269,15 @@ def logging_ratio(args) -> None:
                 template.save_checkpoint(learner, counters)
         template.save_checkpoint(learner, counters)
 
-    def with_logging(index=[0]):
-        index[0] += 1
-        run = Quiet(work / f"run{index[0]}", config)
+    runs = []
+    for index in range(args.log_repeats):  # built before timing (building a task is not logging)
+        run = Quiet(work / f"run{index}", config)
         run.trainer = template.trainer  # the same compiled updates
         run.path.mkdir(parents=True)
-        run.train(learner0, counters0, progress=False)
+        runs.append(run)
+
+    def with_logging():
+        runs.pop().train(learner0, counters0, progress=False)
 
     off, on = [], []
     for _ in range(args.log_repeats):
