@@ -41,10 +41,14 @@ def build_task(config: TrainConfig) -> Task:
 
 
 def build_estimator(config: TrainConfig, task: Task):
-    if config.loss_normalize and config.estimator not in ES_ESTIMATORS:
-        raise ConfigError(
-            f"loss_normalize applies to the ES estimators ({', '.join(ES_ESTIMATORS)}), not to {config.estimator!r}"
-        )
+    # ES-only switches, passed only when changed from their defaults
+    options = {name: getattr(config, name) for name in ("loss_normalize", "store_noise")
+               if getattr(config, name) != getattr(TrainConfig, name)}
+    for name in options:
+        if config.estimator not in ES_ESTIMATORS:
+            raise ConfigError(
+                f"{name} applies to the ES estimators ({', '.join(ES_ESTIMATORS)}), not to {config.estimator!r}"
+            )
     try:
         return make_estimator(
             config.estimator,
@@ -53,7 +57,7 @@ def build_estimator(config: TrainConfig, task: Task):
             unroll_length=config.unroll_length,
             sigma=config.sigma,
             noise_period=config.noise_period,
-            **({"loss_normalize": True} if config.loss_normalize else {}),
+            **options,
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
