@@ -24,8 +24,10 @@ shard, and the driver holds up to ``checkpoint_every`` copies of ``theta``.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
+import uuid
 from typing import Optional
 
 import jax
@@ -88,6 +90,19 @@ def _import_ray():
     return ray
 
 
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) unless ``HOST:PORT`` accepts connections."""
+    if address == "auto":
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}") from None
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -114,12 +129,16 @@ class RayEngine:
                     ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False,
                              log_to_driver=False, configure_logging=False)
                 else:
+                    check_address(address)
                     ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except ConfigError:
+                raise
             except Exception as err:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ConfigError(f"cannot start or join {where}: {_first_line(err)}") from None
             self._owns_ray = True
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
+        self._token = uuid.uuid4().hex[:8]  # actors are named nres-worker-<token>-<k> (see `ray list actors`)
         self._config = config_to_dict(trainer.config)
         self.actors: list = []
         self._snapshot: list = []  # each shard's state at the last checkpoint (host arrays)
@@ -147,8 +166,12 @@ class RayEngine:
         if self.actors:
             self.ray.get([a.set_state.remote(s) for a, s in zip(self.actors, self._snapshot)])
         else:
-            self.actors = [self._actor_class.remote(self._config, s, k) for k, s in enumerate(self._snapshot)]
+            self.actors = [self._new_actor(k) for k in range(self.num_workers)]
         return learner._replace(theta=jax.device_put(learner.theta), estimator_state=_RemoteState())
+
+    def _new_actor(self, k: int, attempt: int = 0):
+        name = f"nres-worker-{self._token}-{k}" + (f"-restart{attempt}" if attempt else "")
+        return self._actor_class.options(name=name).remote(self._config, self._snapshot[k], k)
 
     def host(self, learner):
         if not isinstance(learner.estimator_state, _RemoteState):
@@ -183,7 +206,7 @@ class RayEngine:
             self.ray.kill(self.actors[k])
         except Exception:
             pass
-        actor = self._actor_class.remote(self._config, self._snapshot[k], k)
+        actor = self._new_actor(k, attempt=self.restarts + 1)
         self.ray.get(actor.replay.remote(self._replay))
         self.actors[k] = actor
         self.restarts += 1
