@@ -88,7 +88,8 @@ def main():
     args = parser.parse_args()
     import ray
 
-    ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    # 3 actors live at once (ray-1 and ray-2); they take turns, so the CPUs may be oversubscribed
+    ray.init(num_cpus=max(3, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     try:
         for name in args.tasks.split(","):
             settings = TASKS[name]

@@ -123,6 +123,7 @@ class RayEngine:
         ray = self.ray = _import_ray()
         self.trainer, self.num_workers, self.shard = trainer, num_workers, n // num_workers
         self._owns_ray = False
+        self.actors: list = []
         if not ray.is_initialized():
             try:
                 if address is None:
@@ -137,10 +138,14 @@ class RayEngine:
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ConfigError(f"cannot start or join {where}: {_first_line(err)}") from None
             self._owns_ray = True
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if cpus < num_workers:  # the actors would wait for CPUs forever
+            self.close()
+            raise ConfigError(f"--num-workers {num_workers} needs {num_workers} CPUs in the Ray cluster, "
+                              f"which has {cpus}")
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
         self._token = uuid.uuid4().hex[:8]  # actors are named nres-worker-<token>-<k> (see `ray list actors`)
         self._config = config_to_dict(trainer.config)
-        self.actors: list = []
         self._snapshot: list = []  # each shard's state at the last checkpoint (host arrays)
         self._replay: list = []  # theta of every window since then
         self.restarts = 0
