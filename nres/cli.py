@@ -41,6 +41,7 @@ HELP = {
     "lr_decay": "piecewise schedule: factor applied at each boundary",
     "grad_clip": "clip the gradient to this global norm",
     "loss_normalize": "divide each gradient by the std of the pairs' loss differences",
+    "store_noise": "keep each pair's noise in memory (--no-store-noise regenerates it from keys: same gradient)",
     "iterations": "number of updates",
     "seed": "PRNG seed",
     "eval_every": "evaluate theta every this many updates (0: not during training)",
@@ -96,6 +97,7 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     parser.add_argument("--compilation-cache", metavar="DIR|off", default=None,
                         help="persistent compilation cache directory, or off (default: $NRES_COMPILATION_CACHE, "
                              "else $XDG_CACHE_HOME/nres/jax)")
+    _add_engine_flags(parser.add_argument_group("scaling out (same results on every engine; README: Scaling out)"))
     fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "task_options"]
     choices = {"estimator": estimator_names(), "optimizer": OPTIMIZERS,
                "lr_schedule": LR_SCHEDULES}
@@ -107,6 +109,57 @@ def train_parser(task: str) -> argparse.ArgumentParser:
         raise ConfigError(f"task {task!r} has options named like training settings: {', '.join(clashes)}")
     _add_dataclass_flags(task_group, task_fields, attribute_docs(entry.config_cls), {}, {})
     return parser
+
+
+ENGINE_FLAGS = ("backend", "num_workers", "ray_address", "distributed", "coordinator_address", "num_processes",
+                "process_id")
+
+
+def _add_engine_flags(group) -> None:
+    group.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local: this process (or --distributed processes); ray: Ray actors own the particles")
+    group.add_argument("--num-workers", type=int, metavar="K", help="Ray actors, each with N/K particle pairs")
+    group.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
+    group.add_argument("--distributed", action="store_true",
+                       help="shard the particles over every jax.distributed process (coordinator from the flags "
+                            "below, JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, or Slurm)")
+    group.add_argument("--coordinator-address", metavar="HOST:PORT", help="with --distributed: process 0's address")
+    group.add_argument("--num-processes", type=int, metavar="P", help="with --distributed: number of processes")
+    group.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's index")
+
+
+def _engine_session(flags: dict, out: Optional[str], resume: Optional[str]):
+    """Engine options from the flags; starts ``jax.distributed`` when asked.
+
+    Returns ``(options, out, resume, cleanup, writer)``: a ``--distributed`` process other
+    than process 0 (``writer`` False) trains into a private temporary copy of the run
+    directory instead.
+    """
+    from nres.engines import EngineOptions
+
+    coordinator = {k: flags[k] for k in ("coordinator_address", "num_processes", "process_id")}
+    if not flags["distributed"] and any(v is not None for v in coordinator.values()):
+        raise ConfigError("--coordinator-address, --num-processes and --process-id need --distributed")
+    options = EngineOptions(flags["backend"], flags["num_workers"], flags["ray_address"], flags["distributed"])
+    if not options.distributed:
+        return options, out, resume, lambda: None, True
+    if options.backend != "local":
+        raise ConfigError("--distributed and --backend ray are two ways to scale out; pick one")
+    import shutil
+    import tempfile
+
+    import jax
+
+    from nres.engines.distributed import initialize
+
+    initialize(**coordinator)
+    if jax.process_index() == 0:
+        return options, out, resume, lambda: None, True
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"nres-process{jax.process_index()}-"))
+    if resume:  # the run directory must be readable here (shared file system or a copy)
+        shutil.copytree(resume, scratch / "run")
+        resume = str(scratch / "run")
+    return options, str(scratch / "run"), resume, lambda: shutil.rmtree(scratch, ignore_errors=True), False
 
 
 def attribute_docs(cls) -> dict[str, str]:
@@ -145,7 +198,6 @@ def _task_of(argv: Sequence[str]) -> str:
 
 
 def cmd_train(argv: Sequence[str]) -> int:
-    from nres.run import resume_run, start_run
     from nres.tasks import get_task_entry
 
     task = _task_of(argv)
@@ -156,20 +208,21 @@ def cmd_train(argv: Sequence[str]) -> int:
     args = vars(train_parser(task).parse_args(argv))
     control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress",
                                               "compilation_cache")}
+    engine_flags = {k: args.pop(k, None) for k in ENGINE_FLAGS}
     progress = not control["no_progress"]
     _enable_compilation_cache(control["compilation_cache"])
     if control["resume"]:
         extra = sorted(set(args) - {"iterations"})
         if extra or control["config"] or control["out"]:
-            raise ConfigError("--resume takes only --iterations (the run's other settings are fixed)")
-        path = resume_run(control["resume"], args.get("iterations"), progress=progress)
-    else:
-        option_names = {f.name for f in dataclasses.fields(get_task_entry(task).config_cls)}
-        flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
-        task_flags = {k: v for k, v in args.items() if k in option_names}
-        file_layer = load_config_file(control["config"]) if control["config"] else {}
-        config = resolve_config(file_layer, {**flags, "task_options": task_flags})
-        path = start_run(config, control["out"], overwrite=control["overwrite"], progress=progress)
+            raise ConfigError("--resume takes only --iterations and the scaling-out flags "
+                              "(the run's other settings are fixed)")
+    engine, out, resume, cleanup, writer = _engine_session(engine_flags, control["out"], control["resume"])
+    try:
+        path = _train(task, args, control, engine, out, resume, progress and writer)
+    finally:
+        cleanup()
+    if not writer:
+        return 0  # a --distributed process other than 0: its private copy is gone, process 0 reports
     print(f"done: results in {path}/ (metrics.jsonl, curves.png, thetas.npz, tensorboard/)")
     return 0
 
@@ -181,6 +234,20 @@ def _enable_compilation_cache(setting: Optional[str] = None) -> None:
         compilation_cache.enable(setting)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def _train(task, args, control, engine, out, resume, progress):
+    from nres.run import resume_run, start_run
+    from nres.tasks import get_task_entry
+
+    if resume:
+        return resume_run(resume, args.get("iterations"), progress=progress, engine=engine)
+    option_names = {f.name for f in dataclasses.fields(get_task_entry(task).config_cls)}
+    flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
+    task_flags = {k: v for k, v in args.items() if k in option_names}
+    file_layer = load_config_file(control["config"]) if control["config"] else {}
+    config = resolve_config(file_layer, {**flags, "task_options": task_flags})
+    return start_run(config, out, overwrite=control["overwrite"], progress=progress, engine=engine)
 
 
 def cmd_eval(argv: Sequence[str]) -> int:

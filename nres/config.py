@@ -40,6 +40,9 @@ class TrainConfig:
       grad_clip: clip the gradient to this global norm (``None``: off).
       loss_normalize: divide each window's gradient by the standard deviation over
         pairs of the pairs' mean antithetic loss difference (scale-free steps).
+      store_noise: keep each ES pair's noise in the estimator state; ``False`` keeps
+        none and regenerates it from the episode keys (same gradient, ``O(N)`` instead
+        of ``O(N d)`` state; needs W dividing T and K a multiple of W or >= T).
       iterations: number of updates.
       seed: PRNG seed of everything random in the run.
       eval_every: evaluate the unperturbed ``theta`` every this many updates (0: never
@@ -65,6 +68,7 @@ class TrainConfig:
     lr_decay: float = 0.1
     grad_clip: Optional[float] = None
     loss_normalize: bool = False
+    store_noise: bool = True
     iterations: int = 1000
     seed: int = 0
     eval_every: int = 0

@@ -17,6 +17,7 @@ import numpy as np
 from nres import rundir
 from nres.checkpoint import load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
+from nres.engines import EngineOptions
 from nres.plotting import plot_run_curves, run_label
 from nres.training import Counters, Learner, Trainer
 
@@ -81,18 +82,19 @@ def _eval_row(counters: Counters, metrics: dict) -> dict:
 class Run:
     """A training run bound to its directory."""
 
-    def __init__(self, path: pathlib.Path, config: TrainConfig):
+    def __init__(self, path: pathlib.Path, config: TrainConfig, engine: Optional[EngineOptions] = None):
         self.path = path
         self.config = config
-        self.trainer = Trainer(config)
+        self.trainer = Trainer(config, engine=engine)
 
     # -- persistence -------------------------------------------------------------------
     def save_checkpoint(self, learner: Learner, counters: Counters) -> None:
+        learner = self.trainer.engine.host(learner)  # remote particle states gathered here
         save_pytree(self.path / rundir.CHECKPOINT, learner, {"counters": dataclasses.asdict(counters)})
 
     def load_checkpoint(self) -> tuple[Learner, Counters]:
         learner, metadata = load_pytree(self.path / rundir.CHECKPOINT, self.trainer.learner_template())
-        return self.trainer.place(learner), Counters(**metadata["counters"])
+        return self.trainer.engine.place(learner), Counters(**metadata["counters"])
 
     # -- training ----------------------------------------------------------------------
     def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False) -> Counters:
@@ -235,21 +237,24 @@ def default_out_dir(config: TrainConfig) -> pathlib.Path:
     return pathlib.Path("runs") / f"{config.task}-{config.estimator}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, progress: bool = True) -> pathlib.Path:
+def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, progress: bool = True,
+              engine: Optional[EngineOptions] = None) -> pathlib.Path:
     """Validate everything, then create the run directory and train."""
     path = pathlib.Path(out) if out else default_out_dir(config)
     if rundir.is_run(path) and not overwrite:
         rundir.prepare(path, overwrite=False)  # raises the "already holds a run" error
-    run = Run(path, config)  # builds task, estimator, optimiser: fails before any file is written
-    learner, counters = run.trainer.init()
-    rundir.prepare(path, overwrite=overwrite)
-    rundir.write_config(path, config_to_dict(config))
-    run.save_checkpoint(learner, counters)
-    run.train(learner, counters, progress=progress)
+    run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
+    with contextlib.closing(run.trainer.engine):
+        learner, counters = run.trainer.init()
+        rundir.prepare(path, overwrite=overwrite)
+        rundir.write_config(path, config_to_dict(config))
+        run.save_checkpoint(learner, counters)
+        run.train(learner, counters, progress=progress)
     return path
 
 
-def load_run(path: str | pathlib.Path, iterations: Optional[int] = None) -> Run:
+def load_run(path: str | pathlib.Path, iterations: Optional[int] = None,
+             engine: Optional[EngineOptions] = None) -> Run:
     path = pathlib.Path(path)
     stored = rundir.read_config(path)
     overrides = {"iterations": iterations} if iterations is not None else {}
@@ -257,15 +262,17 @@ def load_run(path: str | pathlib.Path, iterations: Optional[int] = None) -> Run:
         config = resolve_config(stored["config"], overrides)
     except (ConfigError, KeyError, TypeError) as err:
         raise rundir.RunDirError(f"{str(path)!r} holds an unusable config: {err}") from None
-    return Run(path, config)
+    return Run(path, config, engine)
 
 
-def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progress: bool = True) -> pathlib.Path:
-    run = load_run(path, iterations)
-    if iterations is not None:
-        rundir.write_config(run.path, config_to_dict(run.config))
-    learner, counters = run.load_checkpoint()
-    run.train(learner, counters, progress=progress, resumed=True)
+def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progress: bool = True,
+               engine: Optional[EngineOptions] = None) -> pathlib.Path:
+    run = load_run(path, iterations, engine)
+    with contextlib.closing(run.trainer.engine):
+        if iterations is not None:
+            rundir.write_config(run.path, config_to_dict(run.config))
+        learner, counters = run.load_checkpoint()
+        run.train(learner, counters, progress=progress, resumed=True)
     return run.path
 
 

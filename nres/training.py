@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import optax
 
 from nres.config import ConfigError, TrainConfig
+from nres.engines import EngineOptions, make_engine
 from nres.estimators import ES_ESTIMATORS, make_estimator
 from nres.particles import episode_losses, map_particle_axis
 from nres.task import Task
@@ -41,10 +42,14 @@ def build_task(config: TrainConfig) -> Task:
 
 
 def build_estimator(config: TrainConfig, task: Task):
-    if config.loss_normalize and config.estimator not in ES_ESTIMATORS:
-        raise ConfigError(
-            f"loss_normalize applies to the ES estimators ({', '.join(ES_ESTIMATORS)}), not to {config.estimator!r}"
-        )
+    # ES-only switches, passed only when changed from their defaults
+    options = {name: getattr(config, name) for name in ("loss_normalize", "store_noise")
+               if getattr(config, name) != getattr(TrainConfig, name)}
+    for name in options:
+        if config.estimator not in ES_ESTIMATORS:
+            raise ConfigError(
+                f"{name} applies to the ES estimators ({', '.join(ES_ESTIMATORS)}), not to {config.estimator!r}"
+            )
     try:
         return make_estimator(
             config.estimator,
@@ -53,7 +58,7 @@ def build_estimator(config: TrainConfig, task: Task):
             unroll_length=config.unroll_length,
             sigma=config.sigma,
             noise_period=config.noise_period,
-            **({"loss_normalize": True} if config.loss_normalize else {}),
+            **options,
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
@@ -105,19 +110,20 @@ class Counters:
 
 
 class Trainer:
-    """Builds task, estimator and optimiser from a config; owns the compiled update."""
+    """Builds task, estimator and optimiser from a config; owns the update, which an
+    engine (:mod:`nres.engines`: local, multi-process, Ray) executes."""
 
-    def __init__(self, config: TrainConfig, task: Task | None = None):
+    def __init__(self, config: TrainConfig, task: Task | None = None, engine: EngineOptions | None = None):
         self.config = config
         self.task = task if task is not None else build_task(config)
         self.estimator = build_estimator(config, self.task)
         self.optimizer = make_optimizer(config)
         self._init = jax.jit(self._init_fn)
-        self._chunk = jax.jit(self._chunk_fn)
         theta_shape = jax.eval_shape(self.task.init_theta, jax.random.PRNGKey(0))
         size = max(1, sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_shape)))
         # Updates per compiled call: bounded so the per-update theta buffer stays <= 64 MiB.
         self.max_chunk = int(min(MAX_UPDATES_PER_CALL, max(1, 2**24 // size)))
+        self.engine = make_engine(self, engine or EngineOptions())
 
     def _init_fn(self, key: jax.Array) -> Learner:
         k_theta, k_est = jax.random.split(key)
@@ -127,9 +133,10 @@ class Trainer:
     def init(self) -> tuple[Learner, Counters]:
         """Fresh learner (burn-in included) and counters at iteration 0."""
         start = time.perf_counter()
-        learner = self.place(self._init(jax.random.PRNGKey(self.config.seed)))
-        jax.block_until_ready(learner)
+        learner = self._init(jax.random.PRNGKey(self.config.seed))
         counters = Counters(total_env_steps=self.estimator.burn_in_env_steps(learner.estimator_state))
+        learner = self.engine.place(learner)
+        jax.block_until_ready((learner.theta, learner.opt_state))
         counters.wall_time_s = time.perf_counter() - start
         return learner, counters
 
@@ -160,17 +167,26 @@ class Trainer:
         """Shapes and dtypes of a learner, without running the burn-in."""
         return jax.eval_shape(self._init_fn, jax.random.PRNGKey(self.config.seed))
 
-    def _update_fn(self, learner: Learner) -> tuple[Learner, UpdateInfo]:
-        grad, est_state, info = self.estimator.estimate(learner.estimator_state, learner.theta)
-        updates, opt_state = self.optimizer.update(grad, learner.opt_state, learner.theta)
-        theta = optax.apply_updates(learner.theta, updates)
+    def _update_fn(self, learner: Learner, estimate=None) -> tuple[Learner, UpdateInfo]:
+        """One update; ``estimate(state, theta) -> (grad, state, info)`` defaults to the
+        estimator's own (an engine passes one that shards the window)."""
+        estimate = estimate or self.estimator.estimate
+        grad, est_state, info = estimate(learner.estimator_state, learner.theta)
+        theta, opt_state, update_info = self._apply_fn(learner.theta, learner.opt_state, grad, info)
+        return Learner(theta, opt_state, est_state), update_info
+
+    def _apply_fn(self, theta: PyTree, opt_state, grad: PyTree, info) -> tuple[PyTree, Any, UpdateInfo]:
+        """The optax step and the non-finite guard (``theta``, ``opt_state`` kept unless applied)."""
+        updates, new_opt_state = self.optimizer.update(grad, opt_state, theta)
+        new_theta = optax.apply_updates(theta, updates)
         applied = (info.num_nonfinite == 0) & tree_all_finite(grad)
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
-        learner = Learner(keep(theta, learner.theta), keep(opt_state, learner.opt_state), est_state)
-        return learner, UpdateInfo(info.train_loss, tree_norm(grad), applied, info.num_nonfinite)
+        return (keep(new_theta, theta), keep(new_opt_state, opt_state),
+                UpdateInfo(info.train_loss, tree_norm(grad), applied, info.num_nonfinite))
 
-    def _chunk_fn(self, learner: Learner, count: jax.Array) -> tuple[Learner, UpdateInfo, PyTree]:
-        """``count`` (dynamic, ``<= max_chunk``) updates in one call.
+    def _chunk_fn(self, learner: Learner, count: jax.Array, estimate=None) -> tuple[Learner, UpdateInfo, PyTree]:
+        """``count`` (dynamic, ``<= max_chunk``) updates in one call (``estimate`` as in
+        :meth:`_update_fn`).
 
         Returns the learner and, per update, its :class:`UpdateInfo` and ``theta``, in
         buffers with a leading ``[max_chunk]`` axis (rows past ``count`` are unused).
@@ -182,7 +198,7 @@ class Trainer:
 
         def body(i, carry):
             learner, infos, thetas = carry
-            learner, info = self._update_fn(learner)
+            learner, info = self._update_fn(learner, estimate)
             write = lambda buffer, value: buffer.at[i].set(value)
             infos = jax.tree_util.tree_map(write, infos, UpdateInfo(*(jnp.asarray(v) for v in info)))
             return learner, infos, jax.tree_util.tree_map(write, thetas, learner.theta)
@@ -198,7 +214,7 @@ class Trainer:
         if not 1 <= count <= self.max_chunk:
             raise ValueError(f"count must be in [1, {self.max_chunk}], got {count}")
         start = time.perf_counter()
-        learner, infos, thetas = self._chunk(learner, jnp.asarray(count, jnp.int32))
+        learner, infos, thetas = self.engine.run_chunk(learner, jnp.asarray(count, jnp.int32))
         infos, thetas = jax.device_get((infos, thetas))
         elapsed = time.perf_counter() - start
         infos = UpdateInfo(*(field[:count].tolist() for field in infos))  # Python scalars, cheap per row

@@ -219,7 +219,7 @@ def test_window_aligned_path_equals_the_per_step_rules(linear_task, linear_theta
         inner = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), state.particles.inner)
         state = state._replace(particles=state.particles._replace(inner=inner))
     for _ in range(5):  # several windows, crossing episode ends
-        fast = est._estimate_aligned(state, linear_theta)
+        fast = est.estimate(state, linear_theta)  # the window path (scalars + gradient)
         slow = est._estimate_per_step(state, linear_theta)
         np.testing.assert_allclose(fast[0], slow[0], rtol=1e-5, atol=1e-5)
         for a, b in zip(jax.tree_util.tree_leaves(fast[1]), jax.tree_util.tree_leaves(slow[1])):

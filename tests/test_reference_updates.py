@@ -1,6 +1,9 @@
 """Results unchanged: the first 20 updates of a small fixed-seed Lorenz run, for every
-estimator, equal (bit for bit: train_loss and theta as float32) the reference generated
-from the code before the speed work (commit eab8261) by tests/data/make_reference_updates.py.
+estimator, equal the reference generated from the code before the speed work (commit
+eab8261) by tests/data/make_reference_updates.py: theta bit for bit (float32); the logged
+train_loss to the rounding of its sum, because ES windows now sum each pair's losses first
+(so sharded workers can report one number per pair) -- a reordered sum of ``n = 2 N W``
+non-negative float32 losses differs by at most ``(n - 1) * 2**-24`` relative.
 The reference also holds one replayed episode's per-step losses (particles.replay_episode)."""
 
 import json
@@ -25,7 +28,12 @@ def test_first_20_updates_match_the_reference(name):
     expected = REFERENCE["runs"][name]
     assert expected["settings"] == reference.RUNS[name] and REFERENCE["base"] == reference.BASE
     got = reference.run(reference.RUNS[name])
-    assert got["train_loss"] == expected["train_loss"], f"{name}: train_loss differs from the reference"
+    settings = {**reference.BASE, **reference.RUNS[name]}
+    n = 2 * settings["num_particles"] * (settings["horizon"] if name == "fulles" else settings["unroll_length"])
+    bound = (n - 1) * 2.0**-24
+    got_loss, want_loss = np.asarray(got["train_loss"]), np.asarray(expected["train_loss"])
+    worst = float(np.max(np.abs(got_loss - want_loss) / np.abs(want_loss)))
+    assert worst <= bound, f"{name}: train_loss differs from the reference by {worst:.3g} relative > {bound:.3g} (n = {n})"
     assert got["theta"] == expected["theta"], f"{name}: theta differs from the reference"
 
 

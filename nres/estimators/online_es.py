@@ -15,6 +15,13 @@ The named estimators are settings of it (see :mod:`nres.estimators`):
 * TES: fresh noise at every window start and no memory: ``xi = eps_cur``. Both members
   of a pair start each window from the ``theta + eps`` member's carried state.
 
+A window-aligned window (see :attr:`OnlineES.window_aligned`) is :meth:`OnlineES.window`,
+which reports per pair only scalars (:class:`nres.estimators.scalars.WindowScalars`),
+followed by :meth:`OnlineES.gradient`, which rebuilds the gradient from them: the same
+two functions run on one host, across processes and across Ray workers. With
+``store_noise=False`` the state keeps no per-pair noise at all (``O(1)`` instead of
+``O(d)`` memory per pair) and both functions regenerate it from the episode keys.
+
 Symbols: ``N`` = ``num_particles``, ``W`` = ``unroll_length``, ``K`` =
 ``noise_period``, ``T`` = ``task.horizon``, ``sigma`` = ``sigma``, ``d`` = size of theta.
 """
@@ -29,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nres.estimators.base import WindowInfo, check_positive_float, check_positive_int, check_window
+from nres.estimators.scalars import WindowScalars, finish, gradient_from_scalars
 from nres.noise import antithetic, sample_noise
 from nres.particles import (
     Particles,
@@ -40,7 +48,7 @@ from nres.particles import (
     window_batches,
 )
 from nres.task import Task
-from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
+from nres.tree import PyTree, tree_add, tree_broadcast, tree_weighted_sum, tree_where, tree_zeros_like
 
 
 def refresh_noise(
@@ -66,7 +74,10 @@ def clear_noise(done: jax.Array, eps: PyTree, xi: Optional[PyTree]) -> tuple[PyT
 
 
 class OnlineESState(NamedTuple):
-    """Particles plus noise ``eps`` ``[N, ...theta]`` and accumulator ``xi`` (or None)."""
+    """Particles plus noise ``eps`` ``[N, ...theta]`` and accumulator ``xi`` (or None).
+
+    Both are None with ``store_noise=False`` (the noise is regenerated from the keys).
+    """
 
     particles: Particles
     eps: PyTree
@@ -88,6 +99,9 @@ class OnlineES:
       loss_normalize: divide the window's gradient by the standard deviation over pairs
         of each pair's mean loss difference ``(1/W) sum_t (L^+ - L^-)`` (a scale-free
         step; the direction is unchanged).
+      store_noise: keep each pair's ``eps``/``xi`` in the state (``O(N d)`` memory).
+        ``False`` keeps none and regenerates them from the episode keys every window
+        (needs :attr:`window_aligned`); the gradient is the same bit for bit.
     """
 
     task: Task
@@ -98,12 +112,19 @@ class OnlineES:
     step_unlocked: bool = True
     name: str = "gpes"
     loss_normalize: bool = False
+    store_noise: bool = True
 
     def __post_init__(self):
         check_window(self.task, self.num_particles, self.unroll_length)
         object.__setattr__(self, "sigma", check_positive_float("sigma", self.sigma))
         if self.noise_period is not None:
             check_positive_int("noise_period (K)", self.noise_period)
+        if not self.store_noise and not self.window_aligned:
+            raise ValueError(self.not_aligned_message("store_noise=False"))
+
+    def not_aligned_message(self, what: str) -> str:
+        return (f"{what} needs windows aligned to the noise blocks: W must divide T and K must be a multiple "
+                f"of W or >= T (got W={self.unroll_length}, T={self.task.horizon}, K={self.noise_period})")
 
     # -- bookkeeping (SPEC section 4) -------------------------------------------------
     @property
@@ -123,6 +144,11 @@ class OnlineES:
         """True when ``xi`` equals ``eps_cur`` (NRES, FullES, TES): no accumulator."""
         return self.noise_period is None or self.noise_period >= self.task.horizon
 
+    @property
+    def max_span(self) -> int:
+        """Most noise blocks one pair's ``xi`` sums: 1, or ``ceil(T / K)`` for PES/GPES."""
+        return 1 if self.reuses_noise else -(-self.task.horizon // self.noise_period)
+
     # -- the estimator -----------------------------------------------------------------
     def init(self, key: jax.Array, theta: PyTree) -> OnlineESState:
         """Particles at step-unlocked positions reached by really unrolling under ``theta``."""
@@ -133,10 +159,12 @@ class OnlineES:
             eps=eps,
             xi=None if self.reuses_noise else eps,
         )
-        if not self.step_unlocked:
-            return state
-        step = lambda state, s, active: self._step(state, theta, s, active=active)[0]
-        return burn_in(step, state, k_positions, self.num_particles, self.task.horizon, self.unroll_length)
+        if self.step_unlocked:
+            step = lambda state, s, active: self._step(state, theta, s, active=active)[0]
+            state = burn_in(step, state, k_positions, self.num_particles, self.task.horizon, self.unroll_length)
+        # Without stored noise the burn-in's noise is dropped: every window regenerates
+        # eps = noise block tau // K of the episode, which is what the state held.
+        return state if self.store_noise else state._replace(eps=None, xi=None)
 
     @property
     def window_aligned(self) -> bool:
@@ -152,12 +180,33 @@ class OnlineES:
 
     def estimate(self, state: OnlineESState, theta: PyTree) -> tuple[PyTree, OnlineESState, WindowInfo]:
         """One window of ``W`` steps for all pairs: returns ``(grad, new_state, info)``."""
-        if self.noise_period is None:  # TES: both members restart from the carried state
-            inner = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), state.particles.inner)
-            state = state._replace(particles=state.particles._replace(inner=inner))
         if self.window_aligned:
-            return self._estimate_aligned(state, theta)
-        return self._estimate_per_step(state, theta)
+            scalars, state, weights = self._window(state, theta)
+            grad, info = self.gradient(scalars, theta, weights)
+            return grad, state, info
+        return self._estimate_per_step(self._tes_restart(state), theta)
+
+    def window(self, state: OnlineESState, theta: PyTree) -> tuple[WindowScalars, OnlineESState]:
+        """Run one window of every pair in ``state``; return its scalars and the new state.
+
+        Works on any number of pairs (a shard of the population): every pair is
+        independent. Needs :attr:`window_aligned`.
+        """
+        scalars, state, _ = self._window(state, theta)
+        return scalars, state
+
+    def gradient(self, scalars: WindowScalars, theta: PyTree, weights: Optional[PyTree] = None):
+        """``(grad, info)`` of a window from the scalars of all ``N`` pairs (noise regenerated
+        from the keys unless ``weights``, the pairs' stored ``xi``, are given)."""
+        return gradient_from_scalars(scalars, theta, sigma=self.sigma, unroll_length=self.unroll_length,
+                                     max_span=self.max_span, loss_normalize=self.loss_normalize, weights=weights)
+
+    def _tes_restart(self, state: OnlineESState) -> OnlineESState:
+        if self.noise_period is not None:
+            return state
+        # TES: both members restart from the carried state
+        inner = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), state.particles.inner)
+        return state._replace(particles=state.particles._replace(inner=inner))
 
     def _estimate_per_step(self, state: OnlineESState, theta: PyTree):
         """The window with the noise and reset rules applied before and after every step."""
@@ -179,13 +228,23 @@ class OnlineES:
         (state, grad_sum, loss_sum, diff_sum, bad), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
         return self._finish(grad_sum, state, loss_sum, diff_sum, bad)
 
-    def _estimate_aligned(self, state: OnlineESState, theta: PyTree):
-        """The window when :attr:`window_aligned`: same estimate, rules applied per window."""
-        particles = state.particles
+    def _window(self, state: OnlineESState, theta: PyTree):
+        """The window when :attr:`window_aligned`: noise and reset rules applied once.
+
+        Returns the scalars, the new state and the pairs' stored ``xi`` (None without
+        stored noise).
+        """
+        if not self.window_aligned:
+            raise ValueError(self.not_aligned_message("a window reported as scalars"))
+        particles = self._tes_restart(state).particles
         draw, block = self._noise_schedule(particles.tau, window_start=True)
-        eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
+        if self.store_noise:
+            eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
+        else:
+            eps = jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
         thetas = antithetic(theta, eps)
         batches = window_batches(self.task, particles, self.unroll_length)  # None: drawn per step
+        num_pairs = particles.tau.shape[0]
 
         def body(carry, inputs):
             inner, member_losses = carry
@@ -194,24 +253,26 @@ class OnlineES:
             inner, losses = step_pairs(self.task, thetas, at, batch)
             return (inner, member_losses + losses), None
 
-        init = (particles.inner, jnp.zeros((2, self.num_particles), jnp.float32))
+        init = (particles.inner, jnp.zeros((2, num_pairs), jnp.float32))
         (inner, member_losses), _ = jax.lax.scan(body, init, (jnp.arange(self.unroll_length), batches))
-        diff_sum = member_losses[0] - member_losses[1]
-        grad_sum = tree_weighted_sum(diff_sum, eps if xi is None else xi)
+        scalars = WindowScalars(
+            diff=member_losses[0] - member_losses[1],
+            loss=member_losses[0] + member_losses[1],
+            nonfinite=~jnp.all(jnp.isfinite(member_losses), axis=0),
+            episode_key=particles.episode_key,
+            first_block=block if self.reuses_noise else jnp.zeros_like(block),
+            last_block=block,
+        )
         particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length)
+        if not self.store_noise:
+            return scalars, OnlineESState(particles, None, None), None
+        weights = eps if xi is None else xi
         if self.noise_period is not None:  # episode end: xi = eps_cur = 0
             eps, xi = clear_noise(done, eps, xi)
-        bad = ~jnp.all(jnp.isfinite(member_losses), axis=0)
-        return self._finish(grad_sum, OnlineESState(particles, eps, xi), jnp.sum(member_losses), diff_sum, bad)
+        return scalars, OnlineESState(particles, eps, xi), weights
 
     def _finish(self, grad_sum, state, loss_sum, diff_sum, bad):
-        """Normalise by ``2 sigma^2 N W`` (and the loss scale if asked); build the info."""
-        n_w = self.num_particles * self.unroll_length
-        scale = 1.0 / (2.0 * self.sigma**2 * n_w)
-        if self.loss_normalize:
-            scale = scale / (jnp.std(diff_sum / self.unroll_length) + 1e-12)
-        grad = tree_scale(grad_sum, scale)
-        info = WindowInfo(train_loss=loss_sum / (2 * n_w), num_nonfinite=jnp.sum(bad))
+        grad, info = finish(grad_sum, diff_sum, loss_sum, bad, self.sigma, self.unroll_length, self.loss_normalize)
         return grad, state, info
 
     def _noise_schedule(self, tau: jax.Array, window_start) -> tuple[jax.Array, jax.Array]:

@@ -1,0 +1,41 @@
+"""The one small interface through which :class:`nres.training.Trainer` runs updates.
+
+An engine decides *where* the particles live and *who* runs their windows; the
+estimator math, the optimiser and the run directory stay the same. Engines:
+
+* :class:`nres.engines.local.LocalEngine`: one process, one compiled call per chunk of
+  updates; particles spread over the process's devices (``Trainer.place``).
+* :class:`nres.engines.distributed.DistributedEngine`: ``jax.distributed`` processes
+  (one or many hosts); particles sharded over the global device mesh, only per-pair
+  scalars cross devices and processes.
+* :class:`nres.engines.ray.RayEngine`: Ray actors each own a shard of the particles
+  and return per-pair scalars each window; the driver rebuilds the gradient.
+
+A learner handed to an engine may hold its estimator state remotely (Ray);
+:meth:`Engine.host` returns it as arrays a checkpoint can store.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import jax
+
+
+class Engine(Protocol):
+    """How a chunk of updates runs (see the module docstring)."""
+
+    #: True in the one process that writes the run directory (logs, checkpoints).
+    is_writer: bool
+
+    def place(self, learner):
+        """A learner of host or device arrays (fresh or from a checkpoint) -> engine-held."""
+
+    def host(self, learner):
+        """The engine-held learner as arrays with the full population (for checkpoints)."""
+
+    def run_chunk(self, learner, count: jax.Array):
+        """``count`` updates: returns ``(learner, infos, thetas)`` as ``Trainer._chunk_fn``."""
+
+    def close(self) -> None:
+        """Release workers and connections (idempotent)."""

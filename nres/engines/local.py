@@ -1,0 +1,28 @@
+"""Today's engine: every update of a chunk in one compiled call in this process."""
+
+from __future__ import annotations
+
+import jax
+
+
+class LocalEngine:
+    """One compiled ``fori_loop`` per chunk (``Trainer._chunk_fn``); particles spread over
+    this process's devices by ``Trainer.place`` when their count divides ``N``."""
+
+    is_writer = True
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self._chunk = jax.jit(trainer._chunk_fn)
+
+    def place(self, learner):
+        return self.trainer.place(learner)
+
+    def host(self, learner):
+        return learner
+
+    def run_chunk(self, learner, count):
+        return self._chunk(learner, count)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,251 @@
+"""Ray engine: ``K`` actors each own ``N / K`` particle pairs; the driver is the learner.
+
+Every window the driver puts ``theta`` in Ray's object store once; each actor runs the
+window of its pairs (:meth:`nres.estimators.OnlineES.window`, one compiled call, CPU
+MuJoCo included) and returns their :class:`~nres.estimators.scalars.WindowScalars`
+(25 bytes per pair). The driver concatenates them in pair order, rebuilds the gradient
+from the episode keys (:meth:`OnlineES.gradient`) and applies the optax step with the
+same non-finite guard as the local engine. Logging, checkpoints and resume are the
+local run directory's.
+
+Shards are exact slices: the driver runs the burn-in of all ``N`` pairs (the same
+compiled init as one process) and hands actor ``k`` pairs ``k N/K .. (k+1) N/K - 1``, so
+every pair sees the same keys and positions as in a one-process run.
+
+Failures: at every checkpoint the driver keeps each shard's state (it fetches them to
+save the checkpoint anyway) and from then on the ``theta`` of every window. When an
+actor dies, a new actor starts from its shard's saved state and replays the windows
+since the checkpoint under their recorded ``theta``, which reproduces the lost state
+exactly; the run then goes on unchanged. A failure costs: starting one actor (its JAX
+import and compilation) plus re-running at most ``checkpoint_every`` windows of one
+shard, and the driver holds up to ``checkpoint_every`` copies of ``theta``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import uuid
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nres.config import ConfigError, config_to_dict
+from nres.engines import check_scalar_engine
+from nres.estimators.scalars import WindowScalars, scalar_bytes
+from nres.particles import map_particle_axis
+
+MAX_RESTARTS_PER_WINDOW = 3
+
+
+class _Worker:
+    """One Ray actor: a shard of the particles and the compiled window (runs remotely)."""
+
+    def __init__(self, config: dict, state, index: int):
+        from nres.config import resolve_config
+        from nres.training import build_estimator, build_task  # the worker builds what the driver built
+
+        config = resolve_config(config)
+        self.index = index
+        self.estimator = build_estimator(config, build_task(config))
+        self._window = jax.jit(self.estimator.window)
+        self.state = jax.device_put(state)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def window(self, theta):
+        scalars, self.state = self._window(self.state, theta)
+        return jax.device_get(scalars)
+
+    def replay(self, thetas) -> int:
+        for theta in thetas:
+            _, self.state = self._window(self.state, theta)
+        jax.block_until_ready(self.state)
+        return len(thetas)
+
+    def get_state(self):
+        return jax.device_get(self.state)
+
+    def set_state(self, state) -> None:
+        self.state = jax.device_put(state)
+
+
+class _RemoteState:
+    """Stands in for the estimator state while the actors hold it."""
+
+    def __repr__(self):
+        return "<estimator state held by Ray actors>"
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'nres[ray]'") from None
+    return ray
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) unless ``HOST:PORT`` accepts connections."""
+    if address == "auto":
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+class RayEngine:
+    """Particles on ``num_workers`` Ray actors (see the module docstring)."""
+
+    is_writer = True
+
+    def __init__(self, trainer, num_workers: Optional[int], address: Optional[str] = None):
+        n = trainer.config.num_particles
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ConfigError(f"--backend ray needs --num-workers K >= 1, got {num_workers!r}")
+        if n % num_workers:
+            raise ConfigError(f"--num-workers {num_workers} does not divide the {n} particle pairs (N)")
+        check_scalar_engine(trainer.estimator, "--backend ray")
+        ray = self.ray = _import_ray()
+        self.trainer, self.num_workers, self.shard = trainer, num_workers, n // num_workers
+        self._owns_ray = False
+        self.actors: list = []
+        if not ray.is_initialized():
+            try:
+                if address is None:
+                    ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False,
+                             log_to_driver=False, configure_logging=False)
+                else:
+                    check_address(address)
+                    ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except ConfigError:
+                raise
+            except Exception as err:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
+                where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+                raise ConfigError(f"cannot start or join {where}: {_first_line(err)}") from None
+            self._owns_ray = True
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if cpus < num_workers:  # the actors would wait for CPUs forever
+            self.close()
+            raise ConfigError(f"--num-workers {num_workers} needs {num_workers} CPUs in the Ray cluster, "
+                              f"which has {cpus}")
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
+        self._token = uuid.uuid4().hex[:8]  # actors are named nres-worker-<token>-<k> (see `ray list actors`)
+        self._config = config_to_dict(trainer.config)
+        self._snapshot: list = []  # each shard's state at the last checkpoint (host arrays)
+        self._replay: list = []  # theta of every window since then
+        self.restarts = 0
+        self.bytes_to_workers = self.bytes_from_workers = 0
+        estimator = trainer.estimator
+
+        def apply(theta, opt_state, scalars):
+            grad, info = estimator.gradient(scalars, theta)
+            return trainer._apply_fn(theta, opt_state, grad, info)
+
+        self._apply = jax.jit(apply)
+
+    # -- placement ---------------------------------------------------------------------
+    def _shards(self, state) -> list:
+        host = jax.device_get(state)
+        cut = lambda k: lambda x, axis: np.take(x, np.arange(k * self.shard, (k + 1) * self.shard), axis=axis)
+        return [map_particle_axis(cut(k), host) for k in range(self.num_workers)]
+
+    def place(self, learner):
+        if isinstance(learner.estimator_state, _RemoteState):
+            return learner
+        self._snapshot, self._replay = self._shards(learner.estimator_state), []
+        if self.actors:
+            self.ray.get([a.set_state.remote(s) for a, s in zip(self.actors, self._snapshot)])
+        else:
+            self.actors = [self._new_actor(k) for k in range(self.num_workers)]
+        return learner._replace(theta=jax.device_put(learner.theta), estimator_state=_RemoteState())
+
+    def _new_actor(self, k: int, attempt: int = 0):
+        name = f"nres-worker-{self._token}-{k}" + (f"-restart{attempt}" if attempt else "")
+        return self._actor_class.options(name=name).remote(self._config, self._snapshot[k], k)
+
+    def host(self, learner):
+        if not isinstance(learner.estimator_state, _RemoteState):
+            return learner
+        shards = self._gather(lambda a: a.get_state.remote())
+        self._snapshot, self._replay = shards, []
+        axes = map_particle_axis(lambda x, axis: axis, shards[0])
+        state = jax.tree_util.tree_map(lambda axis, *xs: np.concatenate(xs, axis=axis), axes, *shards)
+        return learner._replace(estimator_state=state)
+
+    # -- windows -----------------------------------------------------------------------
+    def _gather(self, call) -> list:
+        """``call(actor)`` on every actor; a dead actor is rebuilt and asked again."""
+        futures = [call(a) for a in self.actors]
+        results = []
+        for k, future in enumerate(futures):
+            for attempt in range(MAX_RESTARTS_PER_WINDOW + 1):
+                try:
+                    results.append(self.ray.get(future))
+                    break
+                except self.ray.exceptions.RayActorError as err:
+                    if attempt == MAX_RESTARTS_PER_WINDOW:
+                        raise RuntimeError(f"Ray worker {k} died {attempt + 1} times in one window: "
+                                           f"{_first_line(err)}") from None
+                    self._restart(k, err)
+                    future = call(self.actors[k])
+        return results
+
+    def _restart(self, k: int, err: BaseException) -> None:
+        start = time.perf_counter()
+        try:
+            self.ray.kill(self.actors[k])
+        except Exception:
+            pass
+        actor = self._new_actor(k, attempt=self.restarts + 1)
+        self.ray.get(actor.replay.remote(self._replay))
+        self.actors[k] = actor
+        self.restarts += 1
+        print(f"nres: Ray worker {k} died ({_first_line(err)}); restarted from the last checkpoint's particle "
+              f"states and replayed {len(self._replay)} windows in {time.perf_counter() - start:.1f} s",
+              file=sys.stderr)
+
+    def run_chunk(self, learner, count):
+        theta, opt_state = learner.theta, learner.opt_state
+        infos, thetas = [], []
+        for _ in range(int(count)):
+            theta_host = jax.device_get(theta)
+            ref = self.ray.put(theta_host)
+            parts = self._gather(lambda a: a.window.remote(ref))
+            self._replay.append(theta_host)
+            scalars = WindowScalars(*(jnp.concatenate(xs) for xs in zip(*parts)))
+            theta, opt_state, info = self._apply(theta, opt_state, scalars)
+            infos.append(info)
+            thetas.append(theta)
+            size = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(theta_host))
+            self.bytes_to_workers += size * self.num_workers
+            self.bytes_from_workers += scalar_bytes(self.trainer.config.num_particles)
+        stack = lambda *xs: jnp.stack(xs)
+        infos = jax.tree_util.tree_map(stack, *infos)
+        thetas = jax.tree_util.tree_map(stack, *thetas)
+        return learner._replace(theta=theta, opt_state=opt_state), infos, thetas
+
+    def close(self) -> None:
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:
+                pass
+        self.actors = []
+        if self._owns_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+            self._owns_ray = False
