@@ -216,6 +216,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "variance": "nres.diagnostics.cli:cmd_variance",
     "rollout": "nres.tasks.rl.rollout:cmd_rollout",
+    "compare": "nres.experiments.cli:cmd_compare",
 }
 
 
