@@ -3,9 +3,13 @@
 One curve per method: the mean over seeds with a 95% band (Student-t interval of the
 mean, ``mean +- t_{n-1} s / sqrt(n)``; no band for one seed). Seeds are evaluated at
 the same updates, but their wall-clock (and burn-in env steps) differ, so every seed's
-curve is linearly interpolated onto a common grid spanning the range all seeds cover
-(in log space where the axis is logarithmic). Reference values (e.g. tuned
-hand-designed optimizers) are dashed horizontal lines.
+curve is read on a common grid (every seed's x values) as a step function: at ``x`` a
+seed's value is that of its last evaluation at or before ``x`` (what the run had
+reached by then; the same rule as time-to-target), and a seed that has finished keeps
+its final value. Means and bands are taken
+over log values where the axis is logarithmic. Reference values (e.g. tuned
+hand-designed optimizers) are dashed horizontal lines. The y range follows the
+seeds' own values, so a wide band with few seeds does not flatten the curves.
 """
 
 from __future__ import annotations
@@ -29,13 +33,22 @@ def t95(dof: int) -> float:
 
 
 def log_scale(values: Sequence[float]) -> bool:
-    """Log y axis for positive values spanning more than a decade."""
+    """Log y axis for positive values spanning more than a factor of 5."""
     finite = [v for v in values if math.isfinite(v)]
-    return bool(finite) and min(finite) > 0 and max(finite) > 10 * min(finite)
+    return bool(finite) and min(finite) > 0 and max(finite) > 5 * min(finite)
 
 
-def mean_band(curves: Sequence[Sequence[Mapping]], x_key: str, log: bool, points: int = 200):
-    """``(x [P], mean [P], low [P], high [P])`` over seeds on a common grid; ``None`` if empty."""
+def step_values(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The value of the last point at or before each grid x (``xs`` sorted ascending)."""
+    index = np.searchsorted(xs, grid, side="right") - 1
+    return ys[np.clip(index, 0, len(ys) - 1)]
+
+
+def mean_band(curves: Sequence[Sequence[Mapping]], x_key: str, log: bool):
+    """``(x [P], mean [P], low [P], high [P])`` over seeds; ``None`` if no seed has points.
+
+    The grid is every seed's x values from the point where every seed has started.
+    """
     series = []
     for c in curves:
         xs = np.asarray([p[x_key] for p in c], float)
@@ -45,9 +58,10 @@ def mean_band(curves: Sequence[Sequence[Mapping]], x_key: str, log: bool, points
             series.append((xs[keep], np.log(ys[keep]) if log else ys[keep]))
     if not series:
         return None
-    lo, hi = max(s[0][0] for s in series), min(s[0][-1] for s in series)
-    grid = np.linspace(lo, hi, points) if hi > lo else np.asarray([lo])
-    stacked = np.stack([np.interp(grid, xs, ys) for xs, ys in series])
+    lo = max(xs[0] for xs, _ in series)  # before every seed has a first point there is no mean
+    union = np.unique(np.concatenate([xs for xs, _ in series]))
+    grid = union[union >= lo]
+    stacked = np.stack([step_values(grid, xs, ys) for xs, ys in series])
     mean = stacked.mean(0)
     if len(series) > 1:
         half = t95(len(series) - 1) * stacked.std(0, ddof=1) / math.sqrt(len(series))
@@ -69,9 +83,9 @@ def _draw(ax, methods: Sequence[Mapping], axis: str, metric: str, log: bool, ref
         grid, mean, low, high = band
         color = f"C{i % 10}"
         n = len(method["curves"])
-        ax.plot(grid, mean, color=color, label=f"{method['label']} (n={n})")
+        ax.plot(grid, mean, color=color, label=f"{method['label']} (n={n})", drawstyle="steps-post")
         if n > 1:
-            ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+            ax.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0, step="post")
         drawn += 1
     for j, ref in enumerate(reference):
         ax.axhline(ref["value"], color=f"C{(len(methods) + j) % 10}", linestyle="--", linewidth=1, label=ref["label"])
@@ -79,8 +93,12 @@ def _draw(ax, methods: Sequence[Mapping], axis: str, metric: str, log: bool, ref
     ax.set_ylabel(metric.replace("_", " "))
     if log:
         ax.set_yscale("log")
-    if axis == "env-steps":
-        ax.set_xscale("linear")
+    seen = [p["value"] for m in methods for c in m["curves"] for p in c if math.isfinite(p["value"])]
+    seen += [r["value"] for r in reference]
+    if seen and (not log or min(seen) > 0):
+        low, high = min(seen), max(seen)
+        pad = (high / low) ** 0.05 if log else 0.05 * (high - low or 1.0)
+        ax.set_ylim(*((low / pad, high * pad) if log else (low - pad, high + pad)))
     ax.grid(alpha=0.3)
     return drawn
 
