@@ -88,11 +88,11 @@ def write_outputs(out: pathlib.Path, experiment: spec.Experiment, jobs: int, bac
             "runs": {m["name"]: {"iterations": m["iterations"], "env_steps_per_update": m["env_steps_per_update"],
                                  "curves": m["curves"]} for m in methods},
             "reference": reference}
-    atomic_write(out / "summary.md", lambda h: h.write(text), mode="w")
-    atomic_write(out / "summary.json", lambda h: h.write(json.dumps(data, indent=1) + "\n"), mode="w")
     lines = [{"label": f"{r['name']} (tuned lr {r['learning_rate']:.3g})", "value": r[experiment.metric]}
              for r in (reference or []) if experiment.metric in r]
-    figures.plot_comparison(methods, out, experiment.metric, title, lines)
+    data["figures"] = figures.plot_comparison(methods, out, experiment.metric, title, lines)
+    atomic_write(out / "summary.md", lambda h: h.write(text), mode="w")
+    atomic_write(out / "summary.json", lambda h: h.write(json.dumps(data, indent=1) + "\n"), mode="w")
     return data
 
 

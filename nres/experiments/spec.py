@@ -233,10 +233,13 @@ def parse(data: Mapping, name: str = "experiment", source: Optional[str] = None)
         body = dict(_table(body, where.rstrip(".")))
         if not method_name.replace("_", "").replace("-", "").isalnum():
             raise ExperimentError(f"key {where.rstrip('.')!r}: method names are letters, digits, - and _")
+        explicit = "estimator" in body
         estimator = _typed(where + "estimator", body.pop("estimator", method_name), str)
         if estimator not in estimator_names():
-            raise ExperimentError(f"key {where + 'estimator'!r}: unknown method {estimator!r}; choose one of "
-                                  f"{', '.join(estimator_names())}")
+            key = where + "estimator" if explicit else where.rstrip(".")
+            hint = "" if explicit else " (or set its `estimator`)"
+            raise ExperimentError(f"key {key!r}: unknown method {estimator!r}; choose one of "
+                                  f"{', '.join(estimator_names())}{hint}")
         label = _typed(where + "label", body.pop("label", method_name), str)
         method_budget = _budget(body.pop("budget"), where + "budget.", budget) if "budget" in body else budget
         method_every = _positive_int(where + "every", body.pop("every")) if "every" in body else every

@@ -132,12 +132,12 @@ def _fmt(value: Optional[float]) -> str:
     return f"{value:.4g}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def _cell(stats: Optional[Mapping]) -> str:
+def _cell(stats: Optional[Mapping], missing: str = "not reached") -> str:
     if not stats or not stats["seeds"]:
         return "—"
     if stats["median"] is None:
-        return f"not reached ({stats['reached']}/{stats['seeds']})"
-    high = _fmt(stats["high"]) if stats["high"] is not None else "not reached"
+        return f"{missing} ({stats['reached']}/{stats['seeds']})"
+    high = _fmt(stats["high"]) if stats["high"] is not None else missing
     return f"{_fmt(stats['median'])} [{_fmt(stats['low'])}, {high}] ({stats['reached']}/{stats['seeds']})"
 
 
@@ -158,9 +158,10 @@ def markdown(summary: Mapping, title: str, metric: str, hardware: str, notes: Se
             cells = [_cell(m["to_target"][t][axis]) for axis in AXES]
             lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += [f"## Final and best {metric}", "", "| method | final | best |", "|---|---|---|"]
+    lines += [f"## Final and best {metric}", "", "Median [min, max] over seeds (seeds with a finite value / seeds).", "",
+              "| method | final | best |", "|---|---|---|"]
     for m in summary["methods"]:
-        lines.append(f"| {m['label']} | {_cell(m['final'])} | {_cell(m['best'])} |")
+        lines.append(f"| {m['label']} | {_cell(m['final'], 'non-finite')} | {_cell(m['best'], 'non-finite')} |")
     lines.append("")
     if reference:
         lines += ["## Reference: tuned hand-designed optimizers (same inner problem and horizon)", "",
