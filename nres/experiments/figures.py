@@ -122,13 +122,15 @@ def plot_comparison(methods: Sequence[Mapping], out_dir: str | pathlib.Path, met
         fig, ax = plt.subplots(figsize=(7, 4.5))
         name = f"{metric}-vs-{axis}.png"
         drawn[name] = _draw(ax, methods, axis, metric, log, reference)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
         drawn["comparison.png"] = _draw(ax_all, methods, axis, metric, log, reference)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
     fig_all.suptitle(title)
     fig_all.tight_layout()
     fig_all.savefig(out_dir / "comparison.png", dpi=100)
