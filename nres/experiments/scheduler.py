@@ -66,9 +66,17 @@ def jobs_of(experiment: Experiment, out: pathlib.Path) -> list[Job]:
             for s in experiment.seeds for m in experiment.methods]
 
 
+def gpu_count() -> int:
+    """NVIDIA GPUs on this machine (device files; JAX is not started in this process)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(list(pathlib.Path("/dev").glob("nvidia[0-9]*")))
+
+
 def default_jobs(experiment: Experiment) -> int:
-    """Runs that fit the cores: ``cpu_count // threads_per_run``, at least 1."""
-    return max(1, (os.cpu_count() or 1) // experiment.threads_per_run)
+    """Runs that fit the machine: one per GPU if there are GPUs, else ``cpu_count // threads_per_run``."""
+    return gpu_count() or max(1, (os.cpu_count() or 1) // experiment.threads_per_run)
 
 
 # -- what a run directory says about itself ------------------------------------------------
@@ -153,9 +161,12 @@ def worker_command(job: Job, step: str) -> list[str]:
             "--iterations", str(job.method.iterations), "--stride", str(job.method.eval_every)]
 
 
-def child_environment(threads_per_run: int) -> dict:
-    """This process's environment, plus a one-thread limit for XLA when ``threads_per_run == 1``."""
+def child_environment(threads_per_run: int, jobs: int = 1) -> dict:
+    """This process's environment, plus a one-thread limit for XLA when ``threads_per_run == 1``
+    and, when several runs share a GPU, no up-front grab of its memory by each."""
     env = dict(os.environ)
+    if jobs > 1 and gpu_count() and jobs > gpu_count():
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if threads_per_run == 1:
         flags = env.get("XLA_FLAGS", "")
         if "xla_cpu_multi_thread_eigen" not in flags:
@@ -186,7 +197,7 @@ class Scheduler:
         self.children: list[subprocess.Popen] = []
         self.lock = threading.Lock()
         self.stop_signal: Optional[int] = None
-        self.env = child_environment(experiment.threads_per_run)
+        self.env = child_environment(experiment.threads_per_run, jobs)
 
     # -- bookkeeping --
     def _stopped(self) -> dict:
@@ -253,7 +264,8 @@ class Scheduler:
                     process.send_signal(signum)
 
     def run(self, pending: list[Job]) -> dict[str, int]:
-        """Run ``pending``; exit code per job key. Raises ``KeyboardInterrupt``-like stop via ``stop_signal``."""
+        """Run ``pending``; the exit code per job key. After SIGINT/SIGTERM (forwarded to every running
+        run, which checkpoints) no new run starts and ``stop_signal`` says which signal it was."""
         if not pending:
             return {}
         if self.backend == "ray":
