@@ -240,12 +240,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not argv:
             argv = ["train"]
         else:
-            print("usage: nres {train,eval,plot,variance,rollout} ...\n\n"
+            print("usage: nres {train,eval,plot,variance,rollout,compare} ...\n\n"
                   "  train     train theta (default: NRES on Lorenz)\n"
                   "  eval      evaluate a run's saved thetas\n"
                   "  plot      compare runs\n"
                   "  variance  mean and total variance of estimators\n"
-                  "  rollout   watch a learned policy (rl task)\n")
+                  "  rollout   watch a learned policy (rl task)\n"
+                  "  compare   methods x seeds of an experiment file: figures, summary, verdict\n")
             return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
