@@ -95,3 +95,14 @@ def test_every_shipped_experiment_file_parses():
         if file.stem.endswith("-quick"):
             full = spec.load(file.with_name(file.stem[: -len("-quick")] + ".toml"))
             assert [m.name for m in experiment.methods] == [m.name for m in full.methods], file
+
+
+def test_missing_dataset_files_stop_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import pathlib
+
+    monkeypatch.setenv("NRES_DATA_DIR", str(tmp_path / "empty"))
+    file = pathlib.Path(__file__).parent.parent / "experiments" / "lopt_fashion_mnist-quick.toml"
+    assert main(["compare", str(file), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "methods.nres: Fashion-MNIST files missing" in err, err
+    assert not (tmp_path / "out").exists()

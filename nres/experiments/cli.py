@@ -126,6 +126,8 @@ def cmd_compare(argv: Sequence[str]) -> int:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError("--backend ray needs Ray: pip install nres[ray]") from None
+    if not args.summary_only:
+        spec.check_data(experiment)
     out = pathlib.Path(args.out or f"runs/compare-{experiment.name}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory")

@@ -285,3 +285,23 @@ def load(path: str | pathlib.Path) -> Experiment:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ExperimentError(f"experiment file {str(path)!r} is not valid TOML: {err}") from None
     return parse(data, name=path.stem, source=str(path))
+
+
+def check_data(experiment: Experiment) -> None:
+    """Fail early (one line) when a learned-optimizer experiment's dataset files are missing."""
+    if experiment.task != "lopt":
+        return
+    from nres.tasks.lopt.datasets import DatasetError, load_dataset
+    from nres.tasks.lopt.task import LoptConfig
+
+    seen = set()
+    for method in experiment.methods:
+        options = {**dataclasses.asdict(LoptConfig()), **method.settings.get("task_options", {})}
+        key = (options["dataset"], options["data_dir"], options["image_size"])
+        if key in seen or key[0] == "digits":  # digits ship with scikit-learn
+            continue
+        seen.add(key)
+        try:
+            load_dataset(*key)
+        except DatasetError as err:
+            raise ExperimentError(f"methods.{method.name}: {err}") from None
