@@ -241,7 +241,8 @@ class Scheduler:
         state = status(job, self.experiment.metric, self._stopped())
         self.echo(f"{job.key}: {'starting' if state == 'new' else 'resuming' if state == 'partial' else 'evaluating'}")
         started = time.perf_counter()
-        code = run_subprocess(worker_command(job, "run"), str(job.log_file), self.env, self._register)
+        step = "run" if state in ("new", "partial") else "evaluate"
+        code = run_subprocess(worker_command(job, step), str(job.log_file), self.env, self._register)
         self._report(job, code, time.perf_counter() - started)
         return code
 
@@ -297,10 +298,12 @@ class Scheduler:
         remote = ray.remote(num_cpus=self.experiment.threads_per_run, max_retries=0)(run_subprocess)
         try:
             refs = {}
+            stopped = self._stopped()
             for job in pending:
                 self.echo(f"{job.key}: submitted to Ray")
+                step = "run" if status(job, self.experiment.metric, stopped) in ("new", "partial") else "evaluate"
                 refs[job.key] = (job, time.perf_counter(),
-                                 remote.remote(worker_command(job, "run"), str(job.log_file), self.env))
+                                 remote.remote(worker_command(job, step), str(job.log_file), self.env))
             codes = {}
             for key, (job, started, ref) in refs.items():
                 codes[key] = ray.get(ref)

@@ -5,7 +5,8 @@
 when DIR holds an unfinished run) followed by ``nres eval DIR --all --stride S``, in one
 process so the run pays the JAX import once; training time (``wall_time_s``) excludes the
 evaluation either way. ``... reference OUT.json --config REQUEST.json`` tunes the
-hand-designed optimizers of a learned-optimizer experiment. The exit code is the
+hand-designed optimizers of a learned-optimizer experiment; ``evaluate`` only evaluates
+(a run that is trained, or stopped on non-finite losses). The exit code is the
 ``nres`` command's (3: stopped on non-finite losses; the evaluation still runs).
 """
 
@@ -18,13 +19,15 @@ import sys
 from typing import Optional, Sequence
 
 
-def run(path: str, config_file: str, iterations: int, stride: int) -> int:
+def run(path: str, config_file: str, iterations: int, stride: int, train: bool = True) -> int:
     from nres import rundir
     from nres.cli import main
     from nres.experiments.scheduler import checkpoint_iteration
 
     target = pathlib.Path(path)
-    if not rundir.is_run(target):
+    if not train:
+        code = 0
+    elif not rundir.is_run(target):
         code = main(["train", "--config", config_file, "--out", path, "--no-progress"])
     elif (checkpoint_iteration(target) or 0) < iterations:
         code = main(["train", "--resume", path, "--iterations", str(iterations), "--no-progress"])
@@ -58,14 +61,14 @@ def reference(out: str, request_file: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nres.experiments.worker")
-    parser.add_argument("step", choices=("run", "reference"))
+    parser.add_argument("step", choices=("run", "evaluate", "reference"))
     parser.add_argument("path")
     parser.add_argument("--config", required=True)
     parser.add_argument("--iterations", type=int, default=0)
     parser.add_argument("--stride", type=int, default=1)
     args = parser.parse_args(argv)
-    if args.step == "run":
-        return run(args.path, args.config, args.iterations, args.stride)
+    if args.step in ("run", "evaluate"):
+        return run(args.path, args.config, args.iterations, args.stride, train=args.step == "run")
     return reference(args.path, args.config)
 
 
