@@ -8,8 +8,8 @@ seed's value is that of its last evaluation at or before ``x`` (what the run had
 reached by then; the same rule as time-to-target), and a seed that has finished keeps
 its final value. Means and bands are taken
 over log values where the axis is logarithmic. Reference values (e.g. tuned
-hand-designed optimizers) are dashed horizontal lines. Step axes spanning more than two
-decades are logarithmic (linear below the first step), and the y range follows the
+hand-designed optimizers) are dashed horizontal lines. A step axis is logarithmic (linear
+below the first step) where the methods' ranges differ more than 8x, and the y range follows the
 seeds' own values, so a wide band with few seeds does not flatten the curves.
 """
 
@@ -95,8 +95,9 @@ def _draw(ax, methods: Sequence[Mapping], axis: str, metric: str, log: bool, ref
     if log:
         ax.set_yscale("log")
     xs = [p[x_key] for m in methods for c in m["curves"] for p in c if p[x_key] and p[x_key] > 0]
-    if axis != "wall-clock" and xs and max(xs) > 100 * min(xs):  # e.g. FullES's T against NRES's W per update
-        ax.set_xscale("symlog", linthresh=min(xs))
+    ends = [max(p[x_key] for c in m["curves"] for p in c) for m in methods if any(m["curves"])]
+    if axis != "wall-clock" and ends and min(ends) > 0 and max(ends) > 8 * min(ends):
+        ax.set_xscale("symlog", linthresh=min(xs))  # e.g. FullES's T sequential steps per update against W
         ax.set_xlim(0, max(xs) * 1.2)
     seen = [p["value"] for m in methods for c in m["curves"] for p in c if math.isfinite(p["value"])]
     seen += [r["value"] for r in reference]
