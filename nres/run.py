@@ -97,6 +97,7 @@ class Run:
     # -- training ----------------------------------------------------------------------
     def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False) -> Counters:
         config = self.config
+        _prefetch_plotting()
         thetas = rundir.ThetaTrajectory(self.path)
         if resumed:
             thetas.truncate(counters.iteration, learner.theta)
@@ -110,10 +111,13 @@ class Run:
         try:
             with open(self.path / rundir.METRICS, "a") as metrics, _graceful_interrupt() as interrupt:
 
-                def log(row, prefix):
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    tensorboard.scalars(row, prefix)
+                def log(rows, prefix):
+                    """Rows (one or a chunk's list) in one write to each file."""
+                    rows = [rows] if isinstance(rows, dict) else rows
+                    if rows:
+                        metrics.write("".join(json.dumps(row) + "\n" for row in rows))
+                        metrics.flush()
+                        tensorboard.scalars(rows, prefix)
 
                 def checkpoint(learner, counters):
                     thetas.flush()
@@ -136,12 +140,13 @@ class Run:
                     started = time.perf_counter()
                     learner, steps = self.trainer.update_many(learner, counters, count)
                     pacer.observe(count, time.perf_counter() - started)
+                    rows = []
                     for counters, info, theta in steps:
-                        row = _train_row(counters, info)
-                        log(row, "train")
+                        rows.append(row := _train_row(counters, info))
                         if counters.consecutive_nonfinite == 0:
                             thetas.append(counters.iteration, theta)
                         elif counters.consecutive_nonfinite >= config.max_nonfinite:
+                            log(rows, "train")
                             checkpoint(*last_good)
                             raise RunStopped(
                                 f"stopped: {counters.consecutive_nonfinite} consecutive windows had non-finite "
@@ -149,6 +154,7 @@ class Run:
                                 f"{last_good[1].iteration} in {self.path}",
                                 3,
                             )
+                    log(rows, "train")
                     if counters.consecutive_nonfinite == 0:  # a consistent, good state to resume from
                         last_good = (learner, counters)
                         if counters.iteration % config.checkpoint_every == 0:
@@ -170,6 +176,16 @@ class Run:
         rows = rundir.read_metrics(self.path)
         if rows:
             plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
+
+
+def _prefetch_plotting() -> None:
+    """Import matplotlib in the background while training runs: the curves drawn at the
+    end then cost only the drawing (the import overlaps compilation and the updates)."""
+    import threading
+
+    from nres.plotting import _pyplot
+
+    threading.Thread(target=_pyplot, name="nres-import-matplotlib", daemon=True).start()
 
 
 def _to_boundary(iteration: int, every: int) -> int:
