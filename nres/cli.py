@@ -298,6 +298,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "variance": "nres.diagnostics.cli:cmd_variance",
     "rollout": "nres.tasks.rl.rollout:cmd_rollout",
+    "compare": "nres.experiments.cli:cmd_compare",
 }
 
 
@@ -321,12 +322,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not argv:
             argv = ["train"]
         else:
-            print("usage: nres {train,eval,plot,variance,rollout} ...\n\n"
+            print("usage: nres {train,eval,plot,variance,rollout,compare} ...\n\n"
                   "  train     train theta (default: NRES on Lorenz)\n"
                   "  eval      evaluate a run's saved thetas\n"
                   "  plot      compare runs\n"
                   "  variance  mean and total variance of estimators\n"
-                  "  rollout   watch a learned policy (rl task)\n")
+                  "  rollout   watch a learned policy (rl task)\n"
+                  "  compare   methods x seeds of an experiment file: figures, summary, verdict\n")
             return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -1,0 +1,8 @@
+"""Comparisons of many runs: experiment files, scheduling methods x seeds, summaries, figures.
+
+``nres compare FILE --out DIR`` (:mod:`nres.experiments.cli`) reads an experiment file
+(:mod:`~nres.experiments.spec`), runs every method x seed as an ordinary run directory
+(:mod:`~nres.experiments.scheduler`, :mod:`~nres.experiments.worker`), and writes the
+time-to-target summary and verdict (:mod:`~nres.experiments.summary`) and the figures
+(:mod:`~nres.experiments.figures`).
+"""

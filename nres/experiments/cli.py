@@ -1,0 +1,156 @@
+"""``nres compare FILE --out DIR``: every method x seed of an experiment, then the verdict.
+
+Writes ``DIR/<method>/seed<k>/`` (ordinary run directories), ``DIR/summary.md``,
+``DIR/summary.json``, ``DIR/comparison.png`` and ``DIR/<metric>-vs-<axis>.png``.
+Running it again resumes: finished runs are skipped, unfinished ones resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import signal
+from typing import Optional, Sequence
+
+from nres import rundir
+from nres.checkpoint import atomic_write
+from nres.config import ConfigError
+from nres.experiments import figures, spec
+from nres.experiments.scheduler import Scheduler, default_jobs, jobs_of, run_path, run_reference
+from nres.experiments.summary import curve, markdown, summarize
+
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_note(out: pathlib.Path, experiment: spec.Experiment, jobs: int, backend: str) -> str:
+    """CPU, cores, the runs' JAX backend/devices (from their config.json), and the parallelism."""
+    backends = set()
+    for method in experiment.methods:
+        for seed in experiment.seeds:
+            path = run_path(out, method.name, seed)
+            if rundir.is_run(path):
+                stored = rundir.read_config(path)
+                devices = stored.get("devices") or stored.get("config", {}).get("devices")
+                backend_name = stored.get("versions", {}).get("backend", "?")
+                backends.add(f"{backend_name}" + (f" ({devices})" if devices else ""))
+    cores = os.cpu_count()
+    parallel = (f"{jobs} runs at a time on {cores} cores" if backend == "local"
+                else "runs as Ray tasks")
+    return (f"{_cpu_model()}, {cores} CPU cores; JAX backend of the runs: {', '.join(sorted(backends)) or '?'}; "
+            f"{parallel}, {experiment.threads_per_run} thread(s) per run. Wall-clock is each run's training "
+            f"time alone (compilation included, evaluation excluded); runs sharing cores slow each other.")
+
+
+def collect(out: pathlib.Path, experiment: spec.Experiment) -> list[dict]:
+    """Every method's curves (one per seed that has evaluation rows)."""
+    methods = []
+    for method in experiment.methods:
+        curves = []
+        for seed in experiment.seeds:
+            rows = rundir.read_metrics(run_path(out, method.name, seed))
+            points = curve(rows, experiment.metric, method.env_steps_per_update)
+            if points:
+                curves.append(points)
+        methods.append({"name": method.name, "label": method.label, "curves": curves,
+                        "iterations": method.iterations, "env_steps_per_update": method.env_steps_per_update})
+    return methods
+
+
+def write_outputs(out: pathlib.Path, experiment: spec.Experiment, jobs: int, backend: str) -> dict:
+    methods = collect(out, experiment)
+    summary = summarize(methods, experiment.targets, experiment.goal)
+    reference_data = run_reference(experiment, out)
+    reference = reference_data["baselines"] if reference_data else None
+    hardware = hardware_note(out, experiment, jobs, backend)
+    notes = [experiment.description] if experiment.description else []
+    notes.append("Runs: " + "; ".join(f"{m.label}: {m.iterations} updates x {m.env_steps_per_update} env steps, "
+                                      f"evaluated every {m.eval_every}" for m in experiment.methods))
+    missing = [f"{m['label']} ({len(m['curves'])}/{len(experiment.seeds)} seeds)" for m in methods
+               if len(m["curves"]) < len(experiment.seeds)]
+    if missing:
+        notes.append("Incomplete: " + ", ".join(missing) + "; run `nres compare` again to finish them.")
+    title = f"{experiment.name}: {experiment.metric} over {len(experiment.seeds)} seeds"
+    text = markdown(summary, title, experiment.metric, hardware, notes, reference)
+    data = {"experiment": experiment.name, "source": experiment.source, "metric": experiment.metric,
+            "hardware": hardware, "seeds": list(experiment.seeds), **summary,
+            "runs": {m["name"]: {"iterations": m["iterations"], "env_steps_per_update": m["env_steps_per_update"],
+                                 "curves": m["curves"]} for m in methods},
+            "reference": reference}
+    lines = [{"label": f"{r['name']} (tuned lr {r['learning_rate']:.3g})", "value": r[experiment.metric]}
+             for r in (reference or []) if experiment.metric in r]
+    data["figures"] = figures.plot_comparison(methods, out, experiment.metric, title, lines)
+    atomic_write(out / "summary.md", lambda h: h.write(text), mode="w")
+    atomic_write(out / "summary.json", lambda h: h.write(json.dumps(data, indent=1) + "\n"), mode="w")
+    return data
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    from nres.cli import _Parser
+
+    parser = _Parser(prog="nres compare", description="Run every method x seed of an experiment file, "
+                     "evaluate, and write figures, summary.md/json and the verdict.")
+    parser.add_argument("file", metavar="FILE", help="experiment file (TOML), e.g. experiments/lorenz.toml")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: runs/compare-<name>)")
+    parser.add_argument("--seeds", type=int, metavar="S", help="use seeds 0..S-1 instead of the file's")
+    parser.add_argument("--methods", metavar="A,B", help="only these methods of the file (comma-separated)")
+    parser.add_argument("--jobs", type=int, metavar="J", help="runs at a time (default: cores // threads_per_run)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local processes, or one Ray task per run")
+    parser.add_argument("--ray-address", metavar="ADDR", help="with --backend ray: an existing cluster "
+                        "(default: $RAY_ADDRESS, else a local one)")
+    parser.add_argument("--summary-only", action="store_true", help="rewrite the outputs from the runs there are")
+    args = parser.parse_args(argv)
+    experiment = spec.load(args.file)
+    if args.seeds is not None:
+        if args.seeds <= 0:
+            raise ConfigError(f"--seeds must be positive, got {args.seeds}")
+        experiment = experiment.with_seeds(args.seeds)
+    if args.methods:
+        experiment = experiment.only([m.strip() for m in args.methods.split(",") if m.strip()])
+    if args.jobs is not None and args.jobs <= 0:
+        raise ConfigError(f"--jobs must be positive, got {args.jobs}")
+    if args.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("--backend ray needs Ray: pip install nres[ray]") from None
+    if not args.summary_only:
+        spec.check_data(experiment)
+    out = pathlib.Path(args.out or f"runs/compare-{experiment.name}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
+    jobs = args.jobs or default_jobs(experiment)
+    all_jobs = jobs_of(experiment, out)
+    scheduler = Scheduler(experiment, out, jobs, args.backend, args.ray_address or os.environ.get("RAY_ADDRESS"))
+    if not args.summary_only:
+        pending = scheduler.prepare(all_jobs)  # checks existing runs before writing anything
+        print(f"{experiment.name}: {len(all_jobs)} runs ({len(experiment.methods)} methods x "
+              f"{len(experiment.seeds)} seeds), {len(pending)} to do, {jobs} at a time ({args.backend}); in {out}/",
+              flush=True)
+        codes = scheduler.run(pending)
+        if scheduler.stop_signal is not None:
+            write_outputs(out, experiment, jobs, args.backend)
+            print(f"nres: interrupted; partial summary in {out}/summary.md; `nres compare {args.file} --out {out}` "
+                  "resumes")
+            return EXIT_INTERRUPTED.get(scheduler.stop_signal, 130)
+        failed = [k for k, c in codes.items() if c not in (0, 3)]
+    else:
+        failed = []
+    write_outputs(out, experiment, jobs, args.backend)
+    print(f"wrote {out}/summary.md, summary.json, comparison.png and {experiment.metric}-vs-*.png")
+    if failed:
+        print(f"nres: error: {len(failed)} run(s) failed ({', '.join(failed)}); see {out}/logs/")
+        return 1
+    return 0

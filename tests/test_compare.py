@@ -1,0 +1,170 @@
+"""`nres compare` end to end on a tiny linear experiment (2 methods x 2 seeds), resuming,
+the Ray backend, and the quick Lorenz experiment CI runs."""
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from nres import rundir
+from nres.cli import main
+
+TINY = """
+name = "tiny"
+seeds = 2
+targets = [6.0, 4.0]
+[budget]
+iterations = {iterations}
+[evaluation]
+every = 2
+[settings]
+task = "linear"
+num_particles = 4
+unroll_length = 4
+checkpoint_every = 2
+[methods.nres]
+[methods.fulles]
+label = "FullES"
+num_particles = 1
+"""
+AXES = ("wall-clock", "sequential-steps", "env-steps")
+FIGURES = ["comparison.png"] + [f"test_loss-vs-{axis}.png" for axis in AXES]
+
+
+def experiment(tmp_path, iterations=6, name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(TINY.format(iterations=iterations))
+    return path
+
+
+def table(text, heading):
+    """The body rows of the markdown table under ``heading``."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")
+            and not line.startswith("| x axis")]
+
+
+def mtimes(out):
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.glob("*/seed*/*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    out = tmp / "out"
+    assert main(["compare", str(experiment(tmp)), "--out", str(out), "--jobs", "2"]) == 0
+    return tmp, out
+
+
+def test_every_output_with_one_curve_and_row_per_method(compared):
+    _, out = compared
+    for method in ("nres", "fulles"):
+        for seed in (0, 1):
+            path = out / method / f"seed{seed}"
+            assert rundir.is_run(path)  # an ordinary run directory
+            rows = rundir.read_metrics(path)
+            tests = sorted(r["iteration"] for r in rows if "test_loss" in r)
+            assert tests == [0, 2, 4, 6], tests  # deferred evaluation, every 2nd saved theta
+            assert all("test_loss" not in r for r in rows if "train_loss" in r)
+            assert rundir.read_config(path)["config"]["seed"] == seed
+    for name in FIGURES + ["summary.md", "summary.json"]:
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "summary.json").read_text())
+    assert data["figures"] == {name: 2 for name in FIGURES}  # one curve per method in every figure
+    assert [m["name"] for m in data["methods"]] == ["nres", "fulles"]
+    assert all(m["seeds"] == 2 for m in data["methods"])
+    assert all(len(c) == 4 for m in data["runs"].values() for c in m["curves"])
+    import jax
+
+    assert "CPU cores" in data["hardware"] and f"JAX backend of the runs: {jax.default_backend()}" in data["hardware"]
+    text = (out / "summary.md").read_text()
+    assert text.count("Hardware: ") == 1
+    for target in ("6", "4"):
+        rows = table(text, f"## test_loss <= {target}\n")
+        assert [r.split(" | ")[0] for r in rows] == ["| nres", "| FullES"], rows
+    assert len(table(text, "## Final and best")) == 2
+    verdict = table(text, "## Verdict")
+    assert len(verdict) == len(AXES) * 2 and all(r.endswith((" yes |", " no |", " tied |")) for r in verdict)
+
+
+def test_time_to_target_in_the_summary_matches_the_runs(compared):
+    _, out = compared
+    data = json.loads((out / "summary.json").read_text())
+    for method in data["methods"]:
+        firsts = []
+        for seed in (0, 1):
+            rows = rundir.read_metrics(out / method["name"] / f"seed{seed}")
+            train = {r["iteration"]: r for r in rows if "train_loss" in r}
+            hit = [r["iteration"] for r in rows if "test_loss" in r and r["test_loss"] <= 6.0]
+            firsts.append(None if not hit else 0 if min(hit) == 0 else train[min(hit)]["sequential_steps"])
+        stats = method["to_target"]["6.0"]["sequential-steps"]
+        assert stats["reached"] == sum(f is not None for f in firsts)
+        if all(f is not None for f in firsts):
+            assert stats["median"] == np.median(firsts) and stats["low"] == min(firsts)
+
+
+def test_resume_skips_finished_runs_and_resumes_unfinished_ones(compared, tmp_path, capsys):
+    tmp, original = compared
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    reference = np.load(out / "fulles" / "seed1" / rundir.THETAS)["theta"]
+    shutil.rmtree(out / "fulles" / "seed1")  # as if the comparison had stopped before this run
+    (out / "logs" / "fulles-seed1.log").unlink()
+    before = mtimes(out)
+    # a shorter budget first: fulles/seed1 trains to 3 updates; the others are already past it
+    assert main(["compare", str(experiment(tmp_path, 3)), "--out", str(out)]) == 0
+    assert "3 to do" not in capsys.readouterr().out
+    assert mtimes(out) | before == mtimes(out) and {k: mtimes(out)[k] for k in before} == before
+    assert (np.load(out / "fulles" / "seed1" / rundir.CHECKPOINT)["metadata"].item().count('"iteration": 3'))
+    # the full budget: only fulles/seed1 runs, resumed from update 3 (`nres train --resume`)
+    assert main(["compare", str(experiment(tmp_path, 6)), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 to do" in printed and printed.count("finished earlier, skipped") == 3, printed
+    assert {k: mtimes(out)[k] for k in before} == before  # finished runs untouched
+    log = (out / "logs" / "fulles-seed1.log").read_text()
+    assert log.count("$ ") == 2 and "update 6: test_loss" in log
+    # resumed = uninterrupted, theta for theta
+    np.testing.assert_array_equal(np.load(out / "fulles" / "seed1" / rundir.THETAS)["theta"], reference)
+    assert main(["compare", str(experiment(tmp_path, 6)), "--out", str(out)]) == 0  # nothing left to do
+    assert "0 to do" in capsys.readouterr().out
+
+
+def test_a_different_setting_in_an_existing_output_is_refused(compared, tmp_path, capsys):
+    tmp, out = compared
+    changed = tmp_path / "changed.toml"
+    changed.write_text(TINY.format(iterations=6).replace("unroll_length = 4", "unroll_length = 2"))
+    before = mtimes(out)
+    assert main(["compare", str(changed), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other settings (unroll_length: 4 here, 2 in the file)" in err, err
+    assert mtimes(out) == before
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_each_run_as_a_ray_task(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    assert main(["compare", str(experiment(tmp_path, 2)), "--out", str(out), "--backend", "ray",
+                 "--seeds", "1", "--methods", "nres"]) == 0
+    rows = rundir.read_metrics(out / "nres" / "seed0")
+    assert sorted(r["iteration"] for r in rows if "test_loss" in r) == [0, 2]
+    assert json.loads((out / "summary.json").read_text())["figures"]["comparison.png"] == 1
+
+
+@pytest.mark.slow
+def test_lorenz_quick(tmp_path):
+    """The quick Lorenz experiment CI runs: every method, one seed, and NRES ahead of FullES in
+    sequential steps (FullES spends T = 2000 sequential steps per update, NRES W = 100)."""
+    repo = pathlib.Path(__file__).parent.parent
+    out = tmp_path / "out"
+    assert main(["compare", str(repo / "experiments" / "lorenz-quick.toml"), "--out", str(out), "--seeds", "1"]) == 0
+    data = json.loads((out / "summary.json").read_text())
+    assert data["figures"]["comparison.png"] == 7
+    by_name = {m["name"]: m for m in data["methods"]}
+    start = data["runs"]["nres"]["curves"][0][0]["value"]
+    assert 250 < start < 400, start  # the paper's start theta: test loss about 313
+    nres, fulles = (by_name[n]["to_target"]["100.0"]["sequential-steps"]["median"] for n in ("nres", "fulles"))
+    assert nres is not None and fulles is not None and nres < fulles, (nres, fulles)
+    assert by_name["nres"]["best"]["median"] < start / 3
