@@ -165,6 +165,12 @@ def cmd_train(argv: Sequence[str]) -> int:
         file_layer = load_config_file(control["config"]) if control["config"] else {}
         config = resolve_config(file_layer, {**flags, "task_options": task_flags})
         path = start_run(config, control["out"], overwrite=control["overwrite"], progress=progress)
+    from nres import rundir
+    from nres.run_info import summary
+
+    result = summary(rundir.read_metrics(path))
+    if result:
+        print(result)
     print(f"done: results in {path}/ (metrics.jsonl, curves.png, thetas.npz, tensorboard/)")
     return 0
 
@@ -235,11 +241,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from nres.run import RunStopped
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        from nres import __version__
+
+        print(f"nres {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         if not argv:
             argv = ["train"]
         else:
-            print("usage: nres {train,eval,plot,variance,rollout} ...\n\n"
+            print("usage: nres [--version] {train,eval,plot,variance,rollout} ...\n\n"
                   "  train     train theta (default: NRES on Lorenz)\n"
                   "  eval      evaluate a run's saved thetas\n"
                   "  plot      compare runs\n"
