@@ -209,7 +209,10 @@ def _progress_bar(config: TrainConfig, initial: int, enabled: bool):
 def default_out_dir(config: TrainConfig) -> pathlib.Path:
     import time
 
-    return pathlib.Path("runs") / f"{config.task}-{config.estimator}-{time.strftime('%Y%m%d-%H%M%S')}"
+    import re
+
+    task = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.task).strip("-.") or "task"  # `module:ENTRY` -> `module-ENTRY`
+    return pathlib.Path("runs") / f"{task}-{config.estimator}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, progress: bool = True) -> pathlib.Path:
