@@ -141,8 +141,12 @@ def _task_of(argv: Sequence[str]) -> str:
     return TrainConfig.task
 
 
-def cmd_train(argv: Sequence[str]) -> int:
-    from nres.run import resume_run, start_run
+def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]:
+    """``nres train`` arguments as ``(control, config, args)``; raises ConfigError.
+
+    ``control`` holds ``config``, ``out``, ``overwrite``, ``resume``, ``no_progress``;
+    ``config`` is the resolved :class:`TrainConfig` of a new run (None with ``--resume``).
+    """
     from nres.tasks import get_task_entry
 
     task = _task_of(argv)
@@ -152,18 +156,26 @@ def cmd_train(argv: Sequence[str]) -> int:
         raise ConfigError(str(err)) from None
     args = vars(train_parser(task).parse_args(argv))
     control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress")}
-    progress = not control["no_progress"]
     if control["resume"]:
         extra = sorted(set(args) - {"iterations"})
         if extra or control["config"] or control["out"]:
             raise ConfigError("--resume takes only --iterations (the run's other settings are fixed)")
+        return control, None, args
+    option_names = {f.name for f in dataclasses.fields(get_task_entry(task).config_cls)}
+    flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
+    task_flags = {k: v for k, v in args.items() if k in option_names}
+    file_layer = load_config_file(control["config"]) if control["config"] else {}
+    return control, resolve_config(file_layer, {**flags, "task_options": task_flags}), args
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from nres.run import resume_run, start_run
+
+    control, config, args = parse_train(argv)
+    progress = not control["no_progress"]
+    if config is None:
         path = resume_run(control["resume"], args.get("iterations"), progress=progress)
     else:
-        option_names = {f.name for f in dataclasses.fields(get_task_entry(task).config_cls)}
-        flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
-        task_flags = {k: v for k, v in args.items() if k in option_names}
-        file_layer = load_config_file(control["config"]) if control["config"] else {}
-        config = resolve_config(file_layer, {**flags, "task_options": task_flags})
         path = start_run(config, control["out"], overwrite=control["overwrite"], progress=progress)
     from nres import rundir
     from nres.run_info import summary
