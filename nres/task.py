@@ -70,10 +70,11 @@ _CHECKED: set = set()
 
 
 def _describe(tree) -> str:
-    leaves = jax.tree_util.tree_leaves(tree)
-    if len(leaves) == 1 and jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(tree)):
-        return leaves[0].str_short() if hasattr(leaves[0], "str_short") else str(leaves[0])
-    return "{" + ", ".join(f"{jax.tree_util.keystr(k)}: {v.dtype}{list(v.shape)}"
+    """``float32[3]`` for one array, ``{path: dtype[shape], ...}`` for a pytree."""
+    short = lambda v: f"{jnp.dtype(v.dtype).name}[{','.join(str(n) for n in v.shape)}]"
+    if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(tree)) and tree is not None:
+        return short(tree)
+    return "{" + ", ".join(f"{jax.tree_util.keystr(k)}: {short(v)}"
                            for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]) + "}"
 
 
