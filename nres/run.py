@@ -18,6 +18,7 @@ from nres import rundir, run_info
 from nres.checkpoint import load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.plotting import plot_run_curves, run_label
+from nres.progress import progress, track
 from nres.training import Counters, Learner, Trainer
 
 
@@ -201,15 +202,12 @@ class _Pacer:
 
 
 def _progress_bar(config: TrainConfig, initial: int, enabled: bool):
-    from nres.progress import progress
-
     return progress(config.iterations, f"{config.estimator} on {config.task}", "update", initial, enabled)
 
 
 def default_out_dir(config: TrainConfig) -> pathlib.Path:
-    import time
-
     import re
+    import time
 
     task = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.task).strip("-.") or "task"  # `module:ENTRY` -> `module-ENTRY`
     return pathlib.Path("runs") / f"{task}-{config.estimator}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -270,8 +268,6 @@ def evaluate_run(path: str | pathlib.Path, every_saved: bool = False, stride: in
     rows = rundir.read_metrics(run.path)
     counters_at = {r["iteration"]: r for r in rows if "train_loss" in r}
     new_rows = []
-    from nres.progress import track
-
     for i in track(picks, len(picks), f"evaluating {run.path}", "theta", enabled=len(picks) > 1):
         it = int(iterations[i])
         base = counters_at.get(it, {"iteration": it, "wall_time_s": 0.0, "total_env_steps": None, "sequential_steps": None})
