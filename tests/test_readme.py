@@ -111,9 +111,8 @@ def _shrink(argv: list[str], runs: dict, cwd: pathlib.Path) -> list[str]:
         return [a if a != _value(argv, "--iterations") else str(ITERATIONS + 2) for a in argv[1:]]
     if command == "train" and "--help" not in argv:
         _, config, _ = parse_train(argv[2:])
-        out = _value(argv, "--out")
-        assert out, f"{shlex.join(argv)}: README training commands name their --out, so later commands can use it"
-        runs[os.path.normpath(out)] = {"task": config.task, "iterations": config.iterations}
+        out = _value(argv, "--out")  # None: the default runs/TASK-ESTIMATOR-TIME (checked after the run)
+        runs[os.path.normpath(out) if out else None] = {"task": config.task, "iterations": config.iterations}
         small = SMALL.get(config.task, [])
         return argv[1:] + small + ["--iterations", str(ITERATIONS), "--eval-every", "2", "--no-progress"]
     if command == "variance":
@@ -163,5 +162,8 @@ def test_run_blocks_run_as_written_with_tiny_budgets(tmp_path, monkeypatch):
             except SystemExit as exit:  # --help
                 code = exit.code
             assert code == 0, f"README command failed: {shlex.join(argv)} (ran as nres {shlex.join(full)})"
+            if argv[1] == "train" and "--out" not in argv and "--help" not in argv:
+                made = sorted(p.name for p in (cwd / "runs").iterdir())
+                assert any(re.fullmatch(r"[\w.-]+-\d{8}-\d{6}", name) for name in made), made
             ran += 1
     assert ran >= 12
