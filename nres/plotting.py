@@ -5,7 +5,7 @@ earlier one, as a re-evaluation does), sorted by x, so lines never run backwards
 Train losses are noisy, so they are drawn raw (faint) with an exponential moving
 average on top (:func:`smooth`). The y axis is logarithmic when a positive loss spans
 more than a decade. Wall-clock axes start at the first update: the time before it
-(burn-in, compilation and the first update itself) is an offset written on the plot,
+(burn-in, compilation and the first update itself) is an offset written in the axis label,
 not a third of the axis (:func:`wall_clock_offset`). matplotlib is imported only when
 a plot is drawn.
 """
@@ -129,14 +129,13 @@ def run_curves_figure(rows: list[dict], title: str = ""):
         ax.grid(alpha=0.3)
         if axis == "wall-clock" and offset > 0:
             ax.axvline(0.0, color="0.5", linestyle=":", linewidth=1)
-            ax.text(0.01, 0.02, f"+{offset:.3g} s before the first update\n(burn-in, compilation)",
-                    transform=ax.transAxes, fontsize=8, color="0.3", va="bottom")
+            ax.set_xlabel(f"{label}\n(+{offset:.3g} s before the first update: burn-in, compilation)")
     for ax in axes:
         _scale_y(ax, values)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.88, wspace=0.22)  # tight_layout costs ~1 s
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.17, top=0.88, wspace=0.22)  # tight_layout costs ~1 s
     return fig
 
 
