@@ -8,9 +8,10 @@ Every ```bash block of README.md is tagged by the HTML comment just above it:
   horizon (:data:`SMALL`). ``cd DIR &&`` changes directory for the rest of the block.
   ``--at`` updates are first checked against the run's budget as written, then mapped
   onto the shrunk run.
-* ``<!-- readme-test: parse -->``: each ``nres`` command is parsed and resolved by the
-  real parsers (flags, values, config) without running; a ``python`` command's script
-  or module must exist.
+* ``<!-- readme-test: parse -->``: each ``nres train``/``nres variance`` command is parsed
+  and resolved by the real parsers (flags, values, config) without running; other
+  ``nres`` commands must list every flag used in their ``--help``; a ``python``
+  command's script or module must exist.
 * ``<!-- readme-test: skip (reason) -->``: installs and other shell commands.
 
 A ```toml block tagged ``run`` is written to the file that the following run block's
@@ -29,6 +30,7 @@ import shutil
 import pytest
 
 from nres.cli import main, parse_train
+from nres.diagnostics.cli import parse_variance
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -83,7 +85,7 @@ def test_every_bash_block_is_tagged_and_the_readme_cites_nothing_users_cannot_se
         assert word not in text, f"README cites {word!r}, which users cannot see"
 
 
-def test_parse_blocks_are_valid_commands(monkeypatch):
+def test_parse_blocks_are_valid_commands(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # paths such as examples/lopt_paper.toml are relative to a fresh clone
     checked = 0
     for tag, lang, body in blocks():
@@ -97,6 +99,15 @@ def test_parse_blocks_are_valid_commands(monkeypatch):
             elif argv[:2] == ["nres", "train"]:
                 control, config, _ = parse_train(argv[2:])  # raises on any bad flag, value or setting
                 assert config is not None, shlex.join(argv)
+            elif argv[:2] == ["nres", "variance"]:
+                parse_variance(argv[2:])
+            elif argv[0] == "nres":  # other commands: each flag used must be one the command's --help lists
+                with pytest.raises(SystemExit) as exit:
+                    main([argv[1], "--help"])
+                assert exit.value.code == 0, shlex.join(argv)
+                listed = capsys.readouterr().out
+                for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
+                    assert flag in listed, f"{shlex.join(argv)}: {flag} is not an option of nres {argv[1]}"
             else:
                 pytest.fail(f"no parse check for {shlex.join(argv)}")
             checked += 1
