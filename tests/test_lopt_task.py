@@ -122,7 +122,7 @@ def test_other_estimators_run_on_lopt(estimator):
 def test_cli_trains_on_digits_and_evaluates(tmp_path):
     out = tmp_path / "run"
     code = nres_main(["train", "--task", "lopt", "--iterations", "3", "--num-particles", "4", "--horizon", "10",
-                      "--hidden-sizes", "16", "--batch-size", "16", "--eval-runs", "2", "--out", str(out),
+                      "--hidden-sizes", "16", "--batch-size", "16", "--eval-runs", "2", "--eval-every", "0", "--out", str(out),
                       "--no-progress"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
