@@ -1,6 +1,6 @@
 # The two commands of the README:
-#   make run   -> virtual environment, install, and `nres train` (NRES on Lorenz)
-#   make test  -> the same environment with the test extras, and the whole test suite
+#   make run   -> virtual environment, the light core install, and `nres train` (NRES on Lorenz)
+#   make test  -> the same environment with every extra (rl, lopt, ray) and the test tools, and the whole suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
 	touch $@
 
 run: $(VENV)/.installed

@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per row (median reported)")
     args = parser.parse_args()
 
-    config = LoptConfig(dataset="fashion_mnist")
+    config = LoptConfig(dataset="fashion_mnist", horizon=1000)  # the paper's setting
     data, source = fashion_mnist_or_stand_in(config.image_size)
     problem = build_problem(config, data)
     task = make_lopt_task(config, problem)

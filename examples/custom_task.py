@@ -69,6 +69,12 @@ def main(iterations: int = 400) -> tuple[float, float]:
 # For the command line: the task's options (each becomes a flag) and its default settings.
 @dataclasses.dataclass(frozen=True)
 class Options:
+    """Options of the custom task (each field is a flag of `nres train`).
+
+    Attributes:
+      horizon: T, steps per episode (a field named horizon is what --horizon sets).
+    """
+
     horizon: int = T
 
 

@@ -197,7 +197,13 @@ def _task_of(argv: Sequence[str]) -> str:
     return TrainConfig.task
 
 
-def cmd_train(argv: Sequence[str]) -> int:
+def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]:
+    """``nres train`` arguments as ``(control, config, args)``; raises ConfigError.
+
+    ``control`` holds ``config``, ``out``, ``overwrite``, ``resume``, ``no_progress``,
+    ``compilation_cache`` and ``engine`` (the scaling-out flags); ``config`` is the
+    resolved :class:`TrainConfig` of a new run (None with ``--resume``).
+    """
     from nres.tasks import get_task_entry
 
     task = _task_of(argv)
@@ -208,21 +214,43 @@ def cmd_train(argv: Sequence[str]) -> int:
     args = vars(train_parser(task).parse_args(argv))
     control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress",
                                               "compilation_cache")}
-    engine_flags = {k: args.pop(k, None) for k in ENGINE_FLAGS}
-    progress = not control["no_progress"]
-    _enable_compilation_cache(control["compilation_cache"])
+    control["engine"] = {k: args.pop(k, None) for k in ENGINE_FLAGS}
     if control["resume"]:
         extra = sorted(set(args) - {"iterations"})
         if extra or control["config"] or control["out"]:
             raise ConfigError("--resume takes only --iterations and the scaling-out flags "
                               "(the run's other settings are fixed)")
-    engine, out, resume, cleanup, writer = _engine_session(engine_flags, control["out"], control["resume"])
+        return control, None, args
+    option_names = {f.name for f in dataclasses.fields(get_task_entry(task).config_cls)}
+    flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
+    task_flags = {k: v for k, v in args.items() if k in option_names}
+    file_layer = load_config_file(control["config"]) if control["config"] else {}
+    return control, resolve_config(file_layer, {**flags, "task_options": task_flags}), args
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    from nres.run import resume_run, start_run
+
+    control, config, args = parse_train(argv)
+    progress = not control["no_progress"]
+    _enable_compilation_cache(control["compilation_cache"])
+    engine, out, resume, cleanup, writer = _engine_session(control["engine"], control["out"], control["resume"])
     try:
-        path = _train(task, args, control, engine, out, resume, progress and writer)
+        if config is None:
+            path = resume_run(resume, args.get("iterations"), progress=progress and writer, engine=engine)
+        else:
+            path = start_run(config, out, overwrite=control["overwrite"], progress=progress and writer,
+                             engine=engine)
     finally:
         cleanup()
     if not writer:
         return 0  # a --distributed process other than 0: its private copy is gone, process 0 reports
+    from nres import rundir
+    from nres.run_info import summary
+
+    result = summary(rundir.read_metrics(path))
+    if result:
+        print(result)
     print(f"done: results in {path}/ (metrics.jsonl, curves.png, thetas.npz, tensorboard/)")
     return 0
 
@@ -234,20 +262,6 @@ def _enable_compilation_cache(setting: Optional[str] = None) -> None:
         compilation_cache.enable(setting)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-
-
-def _train(task, args, control, engine, out, resume, progress):
-    from nres.run import resume_run, start_run
-    from nres.tasks import get_task_entry
-
-    if resume:
-        return resume_run(resume, args.get("iterations"), progress=progress, engine=engine)
-    option_names = {f.name for f in dataclasses.fields(get_task_entry(task).config_cls)}
-    flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
-    task_flags = {k: v for k, v in args.items() if k in option_names}
-    file_layer = load_config_file(control["config"]) if control["config"] else {}
-    config = resolve_config(file_layer, {**flags, "task_options": task_flags})
-    return start_run(config, out, overwrite=control["overwrite"], progress=progress, engine=engine)
 
 
 def cmd_eval(argv: Sequence[str]) -> int:
@@ -318,11 +332,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from nres.run import RunStopped
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        from nres import __version__
+
+        print(f"nres {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         if not argv:
             argv = ["train"]
         else:
-            print("usage: nres {train,eval,plot,variance,rollout,compare} ...\n\n"
+            print("usage: nres [--version] {train,eval,plot,variance,rollout,compare} ...\n\n"
                   "  train     train theta (default: NRES on Lorenz)\n"
                   "  eval      evaluate a run's saved thetas\n"
                   "  plot      compare runs\n"

@@ -1,7 +1,18 @@
-"""Loss curves of one run (``curves.png``) and comparisons of several runs."""
+"""Loss curves of one run (``curves.png``) and comparisons of several runs.
+
+Every curve is drawn from :func:`series`: one point per x (a later row replaces an
+earlier one, as a re-evaluation does), sorted by x, so lines never run backwards.
+Train losses are noisy, so they are drawn raw (faint) with an exponential moving
+average on top (:func:`smooth`). The y axis is logarithmic when a positive loss spans
+more than a decade. Wall-clock axes start at the first update: the time before it
+(burn-in, compilation and the first update itself) is an offset written in the axis label,
+not a third of the axis (:func:`wall_clock_offset`). matplotlib is imported only when
+a plot is drawn.
+"""
 
 from __future__ import annotations
 
+import math
 import pathlib
 from typing import Sequence
 
@@ -9,11 +20,14 @@ X_AXES = {
     "updates": ("iteration", "updates"),
     "env-steps": ("total_env_steps", "total env steps"),
     "sequential-steps": ("sequential_steps", "sequential steps"),
-    "wall-clock": ("wall_time_s", "wall-clock training time (s)"),
+    "wall-clock": ("wall_time_s", "wall-clock training time from the first update (s)"),
 }
 
+SMOOTHING_POINTS = 50  # the moving average spans about len(curve) / SMOOTHING_POINTS points
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg back end (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,38 +36,107 @@ def _pyplot():
     return plt
 
 
-def _series(rows: list[dict], x_key: str, y_key: str) -> tuple[list, list]:
-    points = [(r[x_key], r[y_key]) for r in rows if y_key in r and x_key in r and r[y_key] is not None]
-    return [p[0] for p in points], [p[1] for p in points]
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _scale_y(ax, rows: list[dict], keys: Sequence[str]) -> None:
-    """Log scale for positive losses spanning a wide range, linear otherwise (e.g. rewards)."""
-    values = [r[k] for r in rows for k in keys if isinstance(r.get(k), (int, float))]
-    finite = [v for v in values if v == v and abs(v) != float("inf")]
+def wall_clock_offset(rows: Sequence[dict]) -> float:
+    """Seconds of training before the first update's row: burn-in, compilation, first update.
+
+    Uses the first train row's ``wall_time_s`` (rows count wall time from the start of
+    the run, the compiling first call included).
+    """
+    first = min((r for r in rows if "train_loss" in r and _number(r.get("wall_time_s"))),
+                key=lambda r: r["iteration"], default=None)
+    return float(first["wall_time_s"]) if first else 0.0
+
+
+def series(rows: Sequence[dict], x_key: str, y_key: str, offset: float = 0.0) -> tuple[list, list]:
+    """``(xs, ys)`` of the rows holding ``y_key``: one point per x (the last row wins), sorted by x.
+
+    With ``x_key == "wall_time_s"`` the x values are shifted by ``-offset`` (never below 0).
+    """
+    points: dict = {}
+    for r in rows:
+        x, y = r.get(x_key), r.get(y_key)
+        if _number(x) and _number(y):
+            points[max(0.0, x - offset) if x_key == "wall_time_s" else x] = y
+    xs = sorted(points)
+    return xs, [points[x] for x in xs]
+
+
+def smooth(ys: Sequence[float], points: int = SMOOTHING_POINTS) -> list[float]:
+    """Bias-corrected exponential moving average over about ``len(ys) / points`` values.
+
+    Non-finite values are skipped (the average carries over them).
+    """
+    span = max(1.0, len(ys) / points)
+    decay = 1.0 - 1.0 / span
+    out, average, weight = [], 0.0, 0.0
+    for y in ys:
+        if math.isfinite(y):
+            average = decay * average + (1.0 - decay) * y
+            weight = decay * weight + (1.0 - decay)
+        out.append(average / weight if weight else float("nan"))
+    return out
+
+
+def _scale_y(ax, values: Sequence[float]) -> None:
+    """Log scale for positive losses spanning more than a decade, linear otherwise (e.g. rewards)."""
+    finite = [v for v in values if math.isfinite(v)]
     if finite and min(finite) > 0 and max(finite) > 10 * min(finite):
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(_null_formatter())  # unlabelled minor ticks: far fewer text objects
+
+
+def _null_formatter():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
+def _draw_train(ax, xs, ys, color=None, label="train loss"):
+    """Raw train loss (faint) and its moving average (solid, labelled)."""
+    raw = ax.plot(xs, ys, "-", color=color, alpha=0.25, linewidth=0.8)[0]
+    ax.plot(xs, smooth(ys), "-", color=raw.get_color(), linewidth=1.6, label=f"{label} (smoothed)")
 
 
 def plot_run_curves(rows: list[dict], out: str | pathlib.Path, title: str = "") -> None:
-    """Train (and test) loss against updates, total env steps and wall-clock."""
-    plt = _pyplot()
+    """Train (raw and smoothed) and test loss against updates, total env steps and wall-clock."""
+    fig = run_curves_figure(rows, title)
+    fig.savefig(out, dpi=100)
+    pyplot().close(fig)
+
+
+def run_curves_figure(rows: list[dict], title: str = ""):
+    """The figure of :func:`plot_run_curves` (three panels), not yet saved."""
+    plt = pyplot()
+    offset = wall_clock_offset(rows)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    values = []
     for ax, axis in zip(axes, ("updates", "env-steps", "wall-clock")):
         x_key, label = X_AXES[axis]
-        for y_key, style in (("train_loss", "-"), ("test_loss", "o-")):
-            xs, ys = _series(rows, x_key, y_key)
-            if xs:
-                ax.plot(xs, ys, style, label=y_key.replace("_", " "), markersize=3)
+        xs, ys = series(rows, x_key, "train_loss", offset)
+        if xs:
+            _draw_train(ax, xs, ys, color="C0")
+            values += ys
+        xs, ys = series(rows, x_key, "test_loss", offset)
+        if xs:
+            ax.plot(xs, ys, "o-", color="C1", label="test loss", markersize=3)
+            values += ys
         ax.set_xlabel(label)
         ax.set_ylabel("loss")
-        _scale_y(ax, rows, ("train_loss", "test_loss"))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if axis == "wall-clock" and offset > 0:
+            ax.axvline(0.0, color="0.5", linestyle=":", linewidth=1)
+            ax.set_xlabel(f"{label}\n(+{offset:.3g} s before the first update: burn-in, compilation)")
+    for ax in axes:
+        _scale_y(ax, values)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.17, top=0.88, wspace=0.22)  # tight_layout costs ~1 s
+    return fig
 
 
 def run_label(config: dict) -> str:
@@ -69,22 +152,36 @@ def run_label(config: dict) -> str:
 def plot_comparison(
     runs: Sequence[tuple[str, list[dict]]], out: str | pathlib.Path, x_axis: str, metric: str
 ) -> int:
-    """One curve per run of ``metric`` against ``x_axis``; returns the number of curves."""
-    plt = _pyplot()
+    """One curve per run of ``metric`` against ``x_axis``; returns the number of curves.
+
+    Train losses are drawn smoothed over their faint raw values; wall-clock axes start at
+    each run's first update (the offsets are listed in the legend).
+    """
+    plt = pyplot()
     x_key, x_label = X_AXES[x_axis]
     fig, ax = plt.subplots(figsize=(8, 5))
-    curves = 0
-    for label, rows in runs:
-        xs, ys = _series(rows, x_key, metric)
-        if xs:
-            ax.plot(xs, ys, label=label)
-            curves += 1
+    curves, values = 0, []
+    for i, (label, rows) in enumerate(runs):
+        offset = wall_clock_offset(rows) if x_axis == "wall-clock" else 0.0
+        xs, ys = series(rows, x_key, metric, offset)
+        if not xs:
+            continue
+        if x_axis == "wall-clock" and offset > 0:
+            label += f" (+{offset:.3g} s before update 1)"
+        if metric == "train_loss":
+            _draw_train(ax, xs, ys, color=f"C{i % 10}", label=label)
+        else:
+            ax.plot(xs, ys, "-", color=f"C{i % 10}", label=label, marker="o" if len(xs) <= 50 else None,
+                    markersize=3)
+        values += ys
+        curves += 1
     ax.set_xlabel(x_label)
     ax.set_ylabel(metric.replace("_", " "))
-    _scale_y(ax, [r for _, rows in runs for r in rows], (metric,))
+    _scale_y(ax, values)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    if curves:
+        ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.97)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return curves

@@ -14,11 +14,12 @@ from typing import Optional
 import jax
 import numpy as np
 
-from nres import rundir
+from nres import rundir, run_info
 from nres.checkpoint import load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.engines import EngineOptions
 from nres.plotting import plot_run_curves, run_label
+from nres.progress import progress, track
 from nres.training import Counters, Learner, Trainer
 
 
@@ -219,22 +220,15 @@ class _Pacer:
 
 
 def _progress_bar(config: TrainConfig, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=config.iterations,
-        initial=initial,
-        desc=f"{config.estimator} on {config.task}",
-        unit="update",
-        disable=not enabled,
-        dynamic_ncols=True,
-    )
+    return progress(config.iterations, f"{config.estimator} on {config.task}", "update", initial, enabled)
 
 
 def default_out_dir(config: TrainConfig) -> pathlib.Path:
+    import re
     import time
 
-    return pathlib.Path("runs") / f"{config.task}-{config.estimator}-{time.strftime('%Y%m%d-%H%M%S')}"
+    task = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.task).strip("-.") or "task"  # `module:ENTRY` -> `module-ENTRY`
+    return pathlib.Path("runs") / f"{task}-{config.estimator}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, progress: bool = True,
@@ -244,13 +238,20 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     if rundir.is_run(path) and not overwrite:
         rundir.prepare(path, overwrite=False)  # raises the "already holds a run" error
     run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
+    run_info.announce(config, run.trainer.task)
     with contextlib.closing(run.trainer.engine):
         learner, counters = run.trainer.init()
         rundir.prepare(path, overwrite=overwrite)
-        rundir.write_config(path, config_to_dict(config))
+        _write_config(run)
         run.save_checkpoint(learner, counters)
         run.train(learner, counters, progress=progress)
     return path
+
+
+def _write_config(run: Run) -> None:
+    task = run.trainer.task
+    resolved = run_info.resolved_config(run.config, task)
+    rundir.write_config(run.path, config_to_dict(resolved), run_info.facts(run.config, task))
 
 
 def load_run(path: str | pathlib.Path, iterations: Optional[int] = None,
@@ -268,9 +269,10 @@ def load_run(path: str | pathlib.Path, iterations: Optional[int] = None,
 def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progress: bool = True,
                engine: Optional[EngineOptions] = None) -> pathlib.Path:
     run = load_run(path, iterations, engine)
+    run_info.announce(run.config, run.trainer.task)
     with contextlib.closing(run.trainer.engine):
         if iterations is not None:
-            rundir.write_config(run.path, config_to_dict(run.config))
+            _write_config(run)
         learner, counters = run.load_checkpoint()
         run.train(learner, counters, progress=progress, resumed=True)
     return run.path
@@ -289,7 +291,7 @@ def evaluate_run(path: str | pathlib.Path, every_saved: bool = False, stride: in
     rows = rundir.read_metrics(run.path)
     counters_at = {r["iteration"]: r for r in rows if "train_loss" in r}
     new_rows = []
-    for i in picks:
+    for i in track(picks, len(picks), f"evaluating {run.path}", "theta", enabled=len(picks) > 1):
         it = int(iterations[i])
         base = counters_at.get(it, {"iteration": it, "wall_time_s": 0.0, "total_env_steps": None, "sequential_steps": None})
         metrics = run.trainer.evaluate(jax.tree_util.tree_map(np.asarray, thetas[i]))

@@ -2,7 +2,8 @@
 
 Layout of ``DIR/``:
 
-* ``config.json``: every resolved setting plus library, JAX and Python versions.
+* ``config.json``: every resolved setting (task options and ``horizon`` included), the
+  size ``theta_size`` of theta, devices and process count, and library versions.
 * ``metrics.jsonl``: one JSON object per logged update (``iteration``,
   ``wall_time_s`` of training only, ``total_env_steps``, ``sequential_steps``,
   ``train_loss``, ...); evaluation rows carry ``test_loss`` instead of ``train_loss``.
@@ -123,8 +124,9 @@ def prepare(path: str | pathlib.Path, overwrite: bool) -> pathlib.Path:
     return path
 
 
-def write_config(path: pathlib.Path, config: dict) -> None:
-    text = json.dumps({"config": config, "versions": versions()}, indent=2) + "\n"
+def write_config(path: pathlib.Path, config: dict, facts: dict | None = None) -> None:
+    """``config.json``: the resolved settings, facts about the run (``d``, ``T``, devices) and versions."""
+    text = json.dumps({"config": config, **(facts or {}), "versions": versions()}, indent=2) + "\n"
     atomic_write(path / CONFIG, lambda h: h.write(text), mode="w")
 
 

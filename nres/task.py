@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 
 from nres.tree import PyTree
 
@@ -55,8 +56,12 @@ class Task(NamedTuple):
         return None if self.sample_batch is None else self.sample_batch(key, t)
 
 
+class TaskShapeError(ValueError):
+    """A task function returned the wrong structure, shape or dtype (one-line message)."""
+
+
 def validate_task(task: Task) -> Task:
-    """Check the static parts of a task and return it unchanged."""
+    """Check the static parts of a task and its shapes (:func:`check_shapes`); return it unchanged."""
     if not isinstance(task, Task):
         raise TypeError(f"expected an nres.Task, got {type(task).__name__}")
     if not isinstance(task.horizon, int) or isinstance(task.horizon, bool) or task.horizon <= 0:
@@ -66,4 +71,67 @@ def validate_task(task: Task) -> Task:
             raise TypeError(f"task field {field!r} must be callable")
     if task.window_batches is not None and task.sample_batch is None:
         raise TypeError("task field 'window_batches' needs 'sample_batch' (the per-step form of the same data)")
+    check_shapes(task)
     return task
+
+
+_CHECKED: set = set()
+
+
+def _describe(tree) -> str:
+    """``float32[3]`` for one array, ``{path: dtype[shape], ...}`` for a pytree."""
+    short = lambda v: f"{jnp.dtype(v.dtype).name}[{','.join(str(n) for n in v.shape)}]"
+    if jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(tree)) and tree is not None:
+        return short(tree)
+    return "{" + ", ".join(f"{jax.tree_util.keystr(k)}: {short(v)}"
+                           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]) + "}"
+
+
+def check_shapes(task: Task) -> None:
+    """Trace each task function once with ``jax.eval_shape`` (nothing runs or compiles).
+
+    Checks that ``init_theta`` gives floating leaves, ``step`` returns the structure,
+    shapes and dtypes of ``init_state``, and ``loss`` returns a float scalar. A mismatch
+    (or an error while tracing) raises :class:`TaskShapeError` with one line naming the
+    function and what it returned. Each task is checked once per process.
+    """
+    try:
+        if task in _CHECKED:
+            return
+    except TypeError:  # an unhashable field: check every time
+        pass
+    name = f"task {task.name!r}"
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    t = jax.ShapeDtypeStruct((), jnp.int32)
+
+    def trace(function: str, *args):
+        try:
+            return jax.eval_shape(getattr(task, function), *args)
+        except TaskShapeError:
+            raise
+        except Exception as err:  # tracing errors are the user's bug; keep the first line
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise TaskShapeError(f"{name}: {function} failed when traced with the shapes of the other task "
+                                 f"functions: {type(err).__name__}: {first}") from None
+
+    theta = trace("init_theta", key)
+    bad = [v for v in jax.tree_util.tree_leaves(theta) if not jnp.issubdtype(v.dtype, jnp.floating)]
+    if not jax.tree_util.tree_leaves(theta) or bad:
+        raise TaskShapeError(f"{name}: init_theta returned {_describe(theta)}; theta needs floating-point leaves")
+    state = trace("init_state", key)
+    batch = trace("sample_batch", key, t) if task.sample_batch is not None else None
+    new_state = trace("step", theta, state, t, key, batch)
+    spec = lambda tree: (jax.tree_util.tree_structure(tree),
+                         [(v.shape, jnp.dtype(v.dtype)) for v in jax.tree_util.tree_leaves(tree)])
+    if spec(new_state) != spec(state):
+        raise TaskShapeError(f"{name}: step returned {_describe(new_state)}, but init_state gives "
+                             f"{_describe(state)}; step must return a state of the same structure, shapes and dtypes")
+    loss = trace("loss", theta, new_state, t, batch)
+    leaves = jax.tree_util.tree_leaves(loss)
+    if (len(leaves) != 1 or leaves[0].shape != () or not jnp.issubdtype(leaves[0].dtype, jnp.floating)
+            or not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(loss))):
+        raise TaskShapeError(f"{name}: loss returned {_describe(loss)}; it must return a float scalar (shape ())")
+    try:
+        _CHECKED.add(task)
+    except TypeError:
+        pass

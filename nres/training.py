@@ -80,6 +80,7 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 MAX_UPDATES_PER_CALL = 100
+EVAL_EPISODES = 8  # held-out episodes of the default evaluation (tasks without ``evaluate``)
 
 
 class Learner(NamedTuple):
@@ -243,13 +244,16 @@ class Trainer:
     def evaluate(self, theta: PyTree) -> dict[str, float]:
         """The task's held-out metrics of an unperturbed ``theta``.
 
-        Tasks without an ``evaluate`` report ``test_loss``: the mean per-step loss of one
-        unperturbed episode on an episode key the training never uses.
+        Tasks without an ``evaluate`` report ``test_loss``: the mean per-step loss of
+        ``EVAL_EPISODES`` unperturbed episodes on fixed episode keys the training never uses.
         """
         if not hasattr(self, "_evaluate"):
             evaluate = self.task.evaluate
             if evaluate is None:
-                evaluate = lambda theta, key: {"test_loss": jnp.mean(episode_losses(self.task, theta, key))}
+                def evaluate(theta, key):
+                    keys = jax.random.split(key, EVAL_EPISODES)
+                    losses = jax.vmap(lambda k: episode_losses(self.task, theta, k))(keys)
+                    return {"test_loss": jnp.mean(losses)}
             self._evaluate = jax.jit(evaluate)
         metrics = self._evaluate(theta, jax.random.PRNGKey(self.config.seed + 1))
         return {k: float(v) for k, v in jax.device_get(metrics).items()}

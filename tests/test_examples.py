@@ -40,3 +40,5 @@ def test_readme_embeds_the_example_verbatim():
     body = EXAMPLE.read_text()
     start = body.index("T = 60")
     assert body[start : body.index("def main")].strip() in readme
+    entry = body[body.index("# For the command line") : body.index("if __name__")].strip()
+    assert entry in readme, "the README shows the example's TaskEntry verbatim"

@@ -1,5 +1,6 @@
 """The learned-optimizer task: its Task functions, options, evaluation and meta-training."""
 
+import pathlib
 import json
 
 import jax
@@ -71,10 +72,16 @@ def test_bad_options_name_the_value(options, message):
         build_task(resolve_config({"task": "lopt", "task_options": options}))
 
 
-def test_training_defaults_are_the_papers():
-    config = resolve_config({"task": "lopt"})
+def test_paper_settings_file_gives_the_papers_nres_configuration():
+    from nres.config import load_config_file
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "lopt_paper.toml"
+    config = resolve_config(load_config_file(path))
+    assert (config.task, config.estimator, config.horizon) == ("lopt", "nres", 1000)
     assert (config.num_particles, config.unroll_length, config.sigma) == (100, 1, 0.01)
     assert (config.optimizer, config.lr) == ("adam", 3e-4)
+    default = resolve_config({"task": "lopt"})  # the shorter default problem
+    assert (default.num_particles, default.unroll_length, default.lr, default.horizon) == (20, 10, 1e-2, None)
 
 
 def test_evaluate_reports_loss_and_accuracy(task):
@@ -115,7 +122,7 @@ def test_other_estimators_run_on_lopt(estimator):
 def test_cli_trains_on_digits_and_evaluates(tmp_path):
     out = tmp_path / "run"
     code = nres_main(["train", "--task", "lopt", "--iterations", "3", "--num-particles", "4", "--horizon", "10",
-                      "--hidden-sizes", "16", "--batch-size", "16", "--eval-runs", "2", "--out", str(out),
+                      "--hidden-sizes", "16", "--batch-size", "16", "--eval-runs", "2", "--eval-every", "0", "--out", str(out),
                       "--no-progress"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

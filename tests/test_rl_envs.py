@@ -61,3 +61,16 @@ def test_cli_rejects_an_unknown_physics(tmp_path, capsys):
     code = main(["train", "--task", "rl", "--physics", "bullet", "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 2
     assert "unknown physics 'bullet'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mjx_imports_without_printing_the_missing_warp_backend():
+    import subprocess
+    import sys
+
+    code = ("from nres.tasks.rl.mjx_physics import import_mjx\nimport_mjx()\nimport sys, mujoco.mjx.warp as w\n"
+            "sys.stderr.write(f'warp installed: {w.WARP_INSTALLED}')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "", proc.stdout
+    assert "warp installed: False" in proc.stderr  # so MJX did try (and fail) to import it, silently

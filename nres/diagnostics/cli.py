@@ -147,16 +147,10 @@ def _check(args) -> None:
         raise ConfigError(f"--confidence must lie in (0, 1), got {args.confidence}")
 
 
-def cmd_variance(argv: Sequence[str]) -> int:
-    from nres import compilation_cache
-    from nres.diagnostics import analytic
-    from nres.diagnostics.empirical import EstimateSampler, equal_compute, summarize
-    from nres.diagnostics.report import format_table, plot_variance
-    from nres.estimators import make_estimator
+def parse_variance(argv: Sequence[str]):
+    """``nres variance`` arguments as ``(args, config)``; raises ConfigError."""
     from nres.tasks import get_task_entry
-    from nres.training import build_task
 
-    compilation_cache.enable()
     pre = _pre(argv)
     task_name = pre.task
     if task_name is None and pre.theta_from:
@@ -172,7 +166,20 @@ def cmd_variance(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     _check(args)
     task_flags = {k: v for k, v in vars(args).items() if k in option_names}
-    config = _config(args, task_flags)
+    return args, _config(args, task_flags)
+
+
+def cmd_variance(argv: Sequence[str]) -> int:
+    from nres.diagnostics import analytic
+    from nres.diagnostics.empirical import EstimateSampler, equal_compute, summarize
+    from nres.diagnostics.report import format_table, plot_variance
+    from nres.estimators import make_estimator
+    from nres.progress import progress
+    from nres.training import build_task
+    from nres import compilation_cache
+
+    args, config = parse_variance(argv)
+    compilation_cache.enable()
     task = build_task(config)
     horizon, unroll, sigma = task.horizon, config.unroll_length, config.sigma
     specs = _estimator_specs(args.estimators, args.noise_period)
@@ -198,6 +205,8 @@ def cmd_variance(argv: Sequence[str]) -> int:
     key = jax.random.PRNGKey(args.seed)
     rows, extra = [], []
     started = time.perf_counter()
+    per_theta = len(estimators) + len(sweep) + (1 if args.equal_compute else 0)
+    bar = progress(len(thetas) * per_theta, "nres variance", "measurement")
     for theta_label, theta in thetas:
         cache: dict[int, np.ndarray] = {}
 
@@ -225,6 +234,8 @@ def cmd_variance(argv: Sequence[str]) -> int:
                 print(f"warning: {label} at {theta_label}: {summary.num_nonfinite} of {args.num_samples} "
                       "estimates were non-finite and are left out", file=sys.stderr)
             rows.append(row)
+            bar.set_postfix(done=f"{label} at {theta_label}")
+            bar.update(1)
 
         for i, (label, estimator) in enumerate(estimators):
             measure(label, estimator, jax.random.fold_in(key, i))
@@ -243,6 +254,9 @@ def cmd_variance(argv: Sequence[str]) -> int:
             rows.append({**common, "estimator": f"(W/T) sum NRES_i ({result.num_windows} workers)",
                          "mean_norm": None, "total_variance": result.combo_variance,
                          "interval": list(result.combo_interval), "analytic": predicted and predicted[1]})
+            bar.set_postfix(done=f"equal compute at {theta_label}")
+            bar.update(1)
+    bar.close()
     elapsed = time.perf_counter() - started
 
     table = format_table(rows)

@@ -34,12 +34,9 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _pyplot():
-    import matplotlib
+    from nres.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _positive(x) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import sys
 from typing import Any, Callable, Mapping
@@ -45,8 +46,33 @@ _MODULES = {
 }
 
 
+# Tasks whose dependencies are optional extras: ``name -> (extra, (module, ...))``.
+_EXTRAS = {
+    "rl": ("rl", ("mujoco", "gymnasium")),
+    "lopt": ("lopt", ("sklearn",)),
+}
+
+
 def task_names() -> tuple[str, ...]:
     return tuple(_MODULES)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a broken or blocked install counts as missing
+        return False
+
+
+def require_extra(name: str) -> None:
+    """Raise a one-line ``ValueError`` naming ``pip install 'nres[EXTRA]'`` if task ``name`` lacks its modules."""
+    if name not in _EXTRAS:
+        return
+    extra, modules = _EXTRAS[name]
+    missing = [m for m in modules if not _installed(m)]
+    if missing:
+        raise ValueError(f"task {name!r} needs {', '.join(missing)}, which the core install leaves out: "
+                         f"pip install 'nres[{extra}]'")
 
 
 def get_task_entry(name: str) -> TaskEntry:
@@ -64,4 +90,5 @@ def get_task_entry(name: str) -> TaskEntry:
         return entry
     if name not in _MODULES:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_MODULES)} (or module:ENTRY)")
+    require_extra(name)
     return importlib.import_module(_MODULES[name]).ENTRY

@@ -19,6 +19,20 @@ import jax.numpy as jnp
 from nres.tasks.rl.envs import EnvSpec
 
 
+def import_mjx():
+    """``mujoco.mjx``, without the "Failed to import warp" lines its optional GPU back end prints.
+
+    MJX tries to import NVIDIA Warp at import time and prints to stdout when it is not
+    installed; the JAX back end used here never needs it, so that print is only noise.
+    """
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        from mujoco import mjx
+    return mjx
+
+
 class MjxState(NamedTuple):
     qpos: jax.Array
     qvel: jax.Array
@@ -30,7 +44,7 @@ class MjxPhysics:
     """``reset`` and ``step`` of one :class:`EnvSpec` on MJX (pure, jittable, vmappable)."""
 
     def __init__(self, spec: EnvSpec):
-        from mujoco import mjx
+        mjx = import_mjx()
 
         self.spec = spec
         self._mjx = mjx

@@ -70,6 +70,9 @@ def play_episode(env_id: str, act, steps: int, seed: int, width: int, height: in
         renderer.viewer.cam.lookat[:] = env.unwrapped.data.xpos[1]
         return env.render()
 
+    from nres.progress import progress
+
+    bar = progress(steps, f"rendering {env_id}", "step")
     try:
         obs, _ = env.reset(seed=seed)
         frames, total = [render()], 0.0
@@ -78,12 +81,14 @@ def play_episode(env_id: str, act, steps: int, seed: int, width: int, height: in
             total += float(reward)
             if (t + 1) % stride == 0:
                 frames.append(render())
+            bar.update(1)
             if terminated or truncated:
                 break
         return frames, total
     except Exception as err:  # GL context or renderer failures name the cause
         raise ConfigError(f"could not render {env_id!r} (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {err}") from None
     finally:
+        bar.close()
         env.close()
 
 
@@ -103,6 +108,10 @@ def write_video(frames: list, path: pathlib.Path, fps: float) -> bool:
         import imageio_ffmpeg  # noqa: F401  (the encoder imageio uses for .mp4)
     except ImportError:
         return False
+    # imageio-ffmpeg starts ffmpeg with a preexec_fn (to shield it from Ctrl-C), which makes
+    # subprocess fork a multithreaded JAX process (JAX warns of a deadlock); without it
+    # Python spawns ffmpeg safely. A Ctrl-C then also stops the encoder, which is fine here.
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
     imageio.mimwrite(path, frames, fps=fps, macro_block_size=1)
     return True
 

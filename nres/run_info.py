@@ -1,0 +1,120 @@
+"""What a run resolves to: the settings and facts ``config.json`` records, the notes
+printed at the start of ``nres train`` and the summary printed at its end.
+
+* :func:`resolved_config`: the config with every task option filled in (the options
+  dataclass's defaults included) and the episode length ``T`` the task really uses.
+* :func:`facts`: ``d`` (the size of ``theta``), ``T``, the devices and the process count.
+* :func:`notes`: one line per valid but unusual setting (GPES's ``K`` against ``W``,
+  ``T`` against ``W``, the device split of the particles).
+* :func:`summary`: the final and best test loss of a run's metrics and their updates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+
+from nres.config import TrainConfig
+from nres.task import Task
+from nres.tasks import get_task_entry
+
+
+def theta_size(task: Task) -> int:
+    """``d``: the number of scalars in ``theta`` (no compilation; shapes only)."""
+    shapes = jax.eval_shape(task.init_theta, jax.random.PRNGKey(0))
+    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
+
+
+def resolved_config(config: TrainConfig, task: Task) -> TrainConfig:
+    """``config`` with all task options (defaults included) and the task's ``T`` as ``horizon``.
+
+    Tasks whose options have no ``horizon`` field keep ``horizon`` unset (their ``T`` is
+    fixed; :func:`facts` records it). Building a task from the result gives the same task.
+    """
+    entry = get_task_entry(config.task)
+    options = dataclasses.asdict(entry.config_cls(**dict(config.task_options)))
+    has_horizon = "horizon" in options
+    options.pop("horizon", None)
+    return dataclasses.replace(config, task_options=options, horizon=task.horizon if has_horizon else config.horizon)
+
+
+def particle_devices(num_particles: int) -> int:
+    """How many local devices the particles are spread over (the rule of ``Trainer.place``)."""
+    count = jax.local_device_count()
+    return count if count > 1 and num_particles % count == 0 else 1
+
+
+def facts(config: TrainConfig, task: Task) -> dict:
+    """``theta_size`` (d), ``horizon`` (T), devices (kind, count, used) and process count."""
+    devices = jax.local_devices()
+    return {
+        "theta_size": theta_size(task),
+        "horizon": task.horizon,
+        "devices": {
+            "platform": devices[0].platform,
+            "kind": devices[0].device_kind,
+            "local_count": len(devices),
+            "global_count": jax.device_count(),
+            "used_for_particles": particle_devices(config.num_particles),
+        },
+        "process_count": jax.process_count(),
+    }
+
+
+def notes(config: TrainConfig, task: Task) -> list[str]:
+    """One line per valid but unusual setting, to print before training starts."""
+    out = []
+    n, w, t, k = config.num_particles, config.unroll_length, task.horizon, config.noise_period
+    online = config.estimator not in ("fulles", "bptt")
+    if config.estimator == "gpes" and k is not None:
+        if k < w:
+            out.append(f"note: K={k} < W={w}: each window draws a fresh noise every {k} steps, "
+                       f"so one window spans {math.ceil(w / k)} or more noise blocks")
+        elif k % w:
+            out.append(f"note: K={k} is not a multiple of W={w}: noise blocks start inside windows "
+                       "(valid; GPES stays unbiased)")
+        if k >= t:
+            out.append(f"note: K={k} >= T={t}: gpes is NRES here (one noise per episode)")
+    if online and t % w:
+        out.append(f"note: T={t} is not divisible by W={w}: windows straddle episode ends "
+                   "(a window's remaining steps start the next episode)")
+    count = jax.local_device_count()
+    if count > 1:
+        used = particle_devices(n)
+        if used == 1:
+            out.append(f"note: N={n} is not divisible by the {count} local devices: every particle runs on "
+                       f"one device (choose N a multiple of {count} to use all)")
+        else:
+            out.append(f"note: particles split over {used} devices, {n // used} pairs each")
+    return out
+
+
+def announce(config: TrainConfig, task: Task, print_fn=print) -> None:
+    """Print ``d`` and the notes of :func:`notes` (once, at the start of training)."""
+    print_fn(f"{config.task}: theta has d = {theta_size(task)} parameters; T = {task.horizon}")
+    for line in notes(config, task):
+        print_fn(line)
+
+
+def summary(rows: Sequence[dict]) -> str | None:
+    """``final test loss X (update i); best Y (update j)`` from metrics rows, or None."""
+    tests = {}
+    for row in rows:  # one value per update; a later row (re-evaluation) replaces an earlier one
+        value = row.get("test_loss")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            tests[row["iteration"]] = float(value)
+    if not tests:
+        return None
+    last = max(tests)
+    finite = {i: v for i, v in tests.items() if math.isfinite(v)}
+    text = f"final test loss {tests[last]:.6g} (update {last})"
+    if finite:
+        best = min(finite, key=lambda i: (finite[i], i))
+        text += f"; best {finite[best]:.6g} (update {best})"
+    first = min(tests)
+    if first != last:
+        text += f"; start {tests[first]:.6g} (update {first})"
+    return text
