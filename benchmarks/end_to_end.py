@@ -237,7 +237,7 @@ def logging_ratio(args) -> None:
     from nres import run as run_module
     from nres.config import resolve_config
 
-    from nres.plotting import _pyplot
+    from nres.plotting import pyplot as _pyplot
 
     _pyplot()  # the run imports matplotlib in the background for its final plot: not timed here
     defaults = {"lorenz": 5000, "lopt": 4, "rl": 4}

@@ -186,9 +186,9 @@ def _prefetch_plotting() -> None:
     end then cost only the drawing (the import overlaps compilation and the updates)."""
     import threading
 
-    from nres.plotting import _pyplot
+    from nres.plotting import pyplot
 
-    threading.Thread(target=_pyplot, name="nres-import-matplotlib", daemon=True).start()
+    threading.Thread(target=pyplot, name="nres-import-matplotlib", daemon=True).start()
 
 
 def _to_boundary(iteration: int, every: int) -> int:

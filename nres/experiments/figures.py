@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from nres.experiments.summary import AXES
-from nres.plotting import _pyplot
+from nres.plotting import pyplot as _pyplot
 
 # two-sided 95% Student-t quantiles, degrees of freedom 1..30
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

@@ -115,7 +115,7 @@ def evaluated(path: pathlib.Path, metric: str) -> bool:
 def _differences(stored: dict, expected: dict) -> list[str]:
     diffs = []
     for key, value in expected.items():
-        if key in ("iterations",):
+        if key in ("iterations",) or value is None:  # None: the task's default, stored resolved
             continue
         if key == "task_options":
             got = stored.get(key) or {}
