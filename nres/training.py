@@ -1,8 +1,9 @@
 """The training loop's pure parts: building a run from its config and one update.
 
 ``Trainer.update`` is one compiled call per update: the estimator's whole window,
-the optax update, and the non-finite guard (a window with non-finite losses or
-gradient leaves ``theta`` and the optimiser state untouched).
+the optax update, and the non-finite guard (a window with non-finite losses, gradient
+or gradient norm, or whose update would make ``theta`` or the optimiser state
+non-finite, leaves both untouched and is counted as skipped).
 """
 
 from __future__ import annotations
@@ -164,10 +165,14 @@ class Trainer:
         grad, est_state, info = self.estimator.estimate(learner.estimator_state, learner.theta)
         updates, opt_state = self.optimizer.update(grad, learner.opt_state, learner.theta)
         theta = optax.apply_updates(learner.theta, updates)
-        applied = (info.num_nonfinite == 0) & tree_all_finite(grad)
+        grad_norm = tree_norm(grad)
+        # Applied only if everything it touches stays finite: losses, gradient (and its
+        # norm, which can overflow on its own), the new theta and the new optimiser state.
+        applied = ((info.num_nonfinite == 0) & tree_all_finite(grad) & jnp.isfinite(grad_norm)
+                   & tree_all_finite(theta) & tree_all_finite(opt_state))
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
         learner = Learner(keep(theta, learner.theta), keep(opt_state, learner.opt_state), est_state)
-        return learner, UpdateInfo(info.train_loss, tree_norm(grad), applied, info.num_nonfinite)
+        return learner, UpdateInfo(info.train_loss, grad_norm, applied, info.num_nonfinite)
 
     def _chunk_fn(self, learner: Learner, count: jax.Array) -> tuple[Learner, UpdateInfo, PyTree]:
         """``count`` (dynamic, ``<= max_chunk``) updates in one call.
