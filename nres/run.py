@@ -254,6 +254,7 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     path = pathlib.Path(out) if out else default_out_dir(config)
     rundir.check_out(path, overwrite)
     run = Run(path, config)  # builds task, estimator, optimiser: fails before any file is written
+    run.trainer.check()
     learner, counters = run.trainer.init()
     path.mkdir(parents=True, exist_ok=True)
     with rundir.RunLock(path):

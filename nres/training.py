@@ -157,6 +157,11 @@ class Trainer:
         theta, opt_state = jax.device_put((learner.theta, learner.opt_state), NamedSharding(mesh, PartitionSpec()))
         return Learner(theta, opt_state, map_particle_axis(shard, learner.estimator_state))
 
+    def check(self) -> None:
+        """Trace (without running) the update, so errors of the task or estimator that
+        show only when the update is traced surface before a run writes any file."""
+        jax.eval_shape(self._chunk, self.learner_template(), jnp.asarray(1, jnp.int32))
+
     def learner_template(self) -> Learner:
         """Shapes and dtypes of a learner, without running the burn-in."""
         return jax.eval_shape(self._init_fn, jax.random.PRNGKey(self.config.seed))
