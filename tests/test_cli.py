@@ -243,3 +243,24 @@ def test_linear_task_trains_from_the_command_line(tmp_path):
     rows = rundir.read_metrics(out)
     evals = [r["test_loss"] for r in rows if "test_loss" in r]
     assert evals[-1] < rows[0]["train_loss"]
+
+
+def test_divergence_is_reported_and_exits_3(tmp_path, capsys):
+    out = tmp_path / "lr1"
+    assert train(out, "--iterations", "40", "--lr", "1", "--max-nonfinite", "5") == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("nres: stopped: 5 consecutive windows were non-finite"), err
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON token {c}")) for line in lines]
+    assert any(r.get("skipped_nonfinite") for r in rows)
+
+
+def test_divergence_rule():
+    from nres.run import divergence
+
+    train = lambda *losses: [{"iteration": i + 1, "train_loss": v} for i, v in enumerate(losses)]
+    assert divergence(train(None, float("nan"))) == "the train loss was never finite"
+    assert "exploded from 2 to 3e+07" in divergence(train(2.0, 5.0, 3e7))
+    assert divergence(train(2.0, 1e6, 1.0)) is None  # a spike that recovered
+    assert divergence(train(-0.01, -1e5)) is None  # a reward-like loss improving by decades
+    assert divergence([{"iteration": 0, "test_loss": None}]) is None  # nothing trained yet
