@@ -34,6 +34,7 @@ import os
 import pathlib
 import platform
 import shutil
+import time
 from typing import Any, Iterable
 
 import jax
@@ -297,21 +298,34 @@ def load_thetas(path: str | pathlib.Path, template: PyTree) -> tuple[np.ndarray,
 
 
 class TensorBoardLog:
-    """Scalars as TensorBoard event files (tensorboardX; no TensorFlow needed)."""
+    """Scalars as TensorBoard event files (tensorboardX's event writer; no TensorFlow).
+
+    Written synchronously from the training thread: a full disk raises ``OSError`` here
+    (tensorboardX's ``SummaryWriter`` writes from a thread that dies on the error, after
+    which logging blocks forever). Events are flushed on :meth:`close`.
+    """
 
     def __init__(self, path: pathlib.Path, purge_step: int | None = None):
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-        self.writer = SummaryWriter(logdir=str(path / TENSORBOARD), purge_step=purge_step, flush_secs=30)
+        self._event = Event
+        directory = path / TENSORBOARD
+        directory.mkdir(exist_ok=True)
+        self.writer = EventsWriter(str(directory / "events"))
+        if purge_step is not None:  # hides the events a crashed run logged past its checkpoint
+            self.writer.write_event(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
 
     def scalars(self, row: dict[str, Any], prefix: str) -> None:
         """The row's finite numbers (TensorBoard rejects NaN and infinities)."""
+        from tensorboardX.summary import scalar
+
         step = row["iteration"]
         for key, value in row.items():
             if (key != "iteration" and isinstance(value, (int, float)) and not isinstance(value, bool)
                     and math.isfinite(value)):
-                self.writer.add_scalar(f"{prefix}/{key}", value, global_step=step)
+                self.writer.write_event(self._event(wall_time=time.time(), step=step,
+                                                    summary=scalar(f"{prefix}/{key}", value)))
 
     def close(self) -> None:
-        self.writer.flush()
         self.writer.close()
