@@ -59,9 +59,16 @@ def assert_same_run(got: pathlib.Path, want: pathlib.Path) -> None:
     assert not list(got.glob(".*.tmp")), "stale temporary files"
 
 
-def inject(target: str, nth: int, signame: str, when: str, args: list, match: str = "") -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def subprocess_env(tmp_path_factory):
+    """The killed runs share one JAX compilation cache (they compile the same functions)."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def inject(env: dict, target: str, nth: int, signame: str, when: str, args: list, match: str = ""):
     cmd = [sys.executable, str(INJECT), target, str(nth), signame, when, *([match] if match else []), "--", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +97,10 @@ FAULTS = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, target, nth, signame, when, match, code, then", FAULTS, ids=[f[0] for f in FAULTS])
-def test_interrupted_run_resumes_to_the_uninterrupted_one(reference, tmp_path, name, target, nth, signame, when,
-                                                          match, code, then):
+def test_interrupted_run_resumes_to_the_uninterrupted_one(reference, subprocess_env, tmp_path, name, target, nth,
+                                                          signame, when, match, code, then):
     out = tmp_path / "run"
-    proc = inject(target, nth, signame, when, ["train", *RUN, "--out", str(out)], match)
+    proc = inject(subprocess_env, target, nth, signame, when, ["train", *RUN, "--out", str(out)], match)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     if code > 0:
@@ -108,19 +115,19 @@ def test_interrupted_run_resumes_to_the_uninterrupted_one(reference, tmp_path, n
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_importing_jax_ends_cleanly(tmp_path):
+def test_ctrl_c_while_importing_jax_ends_cleanly(subprocess_env, tmp_path):
     out = tmp_path / "never"
-    proc = inject("import:jax", 1, "SIGINT", "before", ["train", *RUN, "--out", str(out)])
+    proc = inject(subprocess_env, "import:jax", 1, "SIGINT", "before", ["train", *RUN, "--out", str(out)])
     assert proc.returncode == 130 and proc.stderr.strip().startswith("nres: aborted"), proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
 @pytest.mark.slow
-def test_a_second_writer_is_refused_while_the_first_trains(tmp_path, capsys):
+def test_a_second_writer_is_refused_while_the_first_trains(subprocess_env, tmp_path, capsys):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--iterations", "1000000",
            "--checkpoint-every", "1000000", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(rundir.read_metrics(out)) < 3:
