@@ -17,7 +17,7 @@ import contextlib
 import signal
 import sys
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 
 def exit_code(signum: int) -> int:
@@ -53,8 +53,8 @@ def deferred_stop():
         if state["signum"] is not None:
             raise Interrupted(signum)
         state["signum"] = signum
-        name = signal.Signals(signum).name
-        print(f"\n{name}: saving a checkpoint after the current updates (send it again to abort)",
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{name}: saving a checkpoint after the current updates ({name} again to abort)",
               file=sys.stderr, flush=True)
 
     with _handlers(handler):
