@@ -188,6 +188,9 @@ class Run:
                 if config.eval_at_end:
                     evaluate(learner, counters)
                 stop_if_asked()
+        except RunStopped:
+            self.plot()  # the checkpoint is saved; the curves so far
+            raise
         finally:
             bar.close()
             tensorboard.close()
