@@ -95,6 +95,9 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--compilation-cache", metavar="DIR|off", default=None,
+                        help="persistent compilation cache directory, or off (default: $NRES_COMPILATION_CACHE, "
+                             "else $XDG_CACHE_HOME/nres/jax)")
     fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "task_options"]
     choices = {"estimator": estimator_names(), "optimizer": OPTIMIZERS,
                "lr_schedule": LR_SCHEDULES}
@@ -153,8 +156,10 @@ def cmd_train(argv: Sequence[str]) -> int:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     args = vars(train_parser(task).parse_args(argv))
-    control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress")}
+    control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress",
+                                              "compilation_cache")}
     progress = not control["no_progress"]
+    _enable_compilation_cache(control["compilation_cache"])
     if control["resume"]:
         extra = sorted(set(args) - {"iterations"})
         if extra or control["config"] or control["out"]:
@@ -171,6 +176,15 @@ def cmd_train(argv: Sequence[str]) -> int:
     return 0
 
 
+def _enable_compilation_cache(setting: Optional[str] = None) -> None:
+    from nres import compilation_cache
+
+    try:
+        compilation_cache.enable(setting)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def cmd_eval(argv: Sequence[str]) -> int:
     from nres.run import evaluate_run
 
@@ -181,6 +195,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.stride <= 0:
         raise ConfigError(f"--stride must be positive, got {args.stride}")
+    _enable_compilation_cache()
     for row in evaluate_run(args.run, every_saved=args.all, stride=args.stride):
         metrics = ", ".join(f"{k}={v:.6g}" for k, v in row.items() if k not in ("iteration", "wall_time_s",
                             "total_env_steps", "sequential_steps") and isinstance(v, (int, float)))

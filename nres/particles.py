@@ -144,13 +144,38 @@ def step_inputs(task: Task, particles: Particles) -> tuple[jax.Array, Batch]:
     return jax.vmap(step_key)(keys, tau), batches
 
 
-def step_pairs(task: Task, thetas: PyTree, particles: Particles) -> tuple[PyTree, jax.Array]:
+def window_batches(task: Task, particles: Particles, length: int) -> Optional[Batch]:
+    """The data of the next ``length`` steps of every particle, ``[length, N, ...]``, drawn
+    once per window with the task's ``window_batches``; ``None`` when the task has no such
+    hook (the steps then draw their own data, :func:`step_inputs`).
+
+    Equal to the per-step batches: step ``s`` of particle ``i`` gets the batch of
+    ``batch_key(k_i, tau_i + s)`` at position ``tau_i + s``.
+    """
+    if task.window_batches is None:
+        return None
+    steps = jnp.arange(length)
+
+    def one(key, tau):
+        keys = jax.vmap(lambda s: batch_key(key, tau + s))(steps)
+        return task.window_batches(keys, tau, length)
+
+    batches = jax.vmap(one)(particles.episode_key, particles.tau)  # [N, length, ...]
+    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), batches)
+
+
+def step_pairs(task: Task, thetas: PyTree, particles: Particles, batches: Optional[Batch] = None
+               ) -> tuple[PyTree, jax.Array]:
     """Advance every member one step; returns new inner states and losses ``[2, N]``.
 
     ``thetas`` has leaves ``[2, N, ...]`` (see :func:`nres.noise.antithetic`). Both
-    members of a pair receive the same step key, data batch and position.
+    members of a pair receive the same step key, data batch and position. ``batches``
+    ``[N, ...]`` (from :func:`window_batches`) replaces drawing this step's data.
     """
-    skeys, batches = step_inputs(task, particles)
+    if batches is None:
+        skeys, batches = step_inputs(task, particles)
+    else:
+        skeys = jax.vmap(step_key)(particles.episode_key, particles.tau)
 
     def one(theta, state, t, k, batch):
         new_state = task.step(theta, state, t, k, batch)

@@ -110,6 +110,7 @@ class Run:
         update, and never twice for one iteration.
         """
         config = self.config
+        _prefetch_plotting()
         thetas = rundir.ThetaTrajectory(self.path)
         if resumed:
             thetas.truncate(counters.iteration, learner.theta)
@@ -126,10 +127,13 @@ class Run:
         try:
             with open(self.path / rundir.METRICS, "a") as metrics, deferred_stop() as stop:
 
-                def log(row, prefix):
-                    metrics.write(rundir.json_row(row))
-                    metrics.flush()
-                    tensorboard.scalars(row, prefix)
+                def log(rows, prefix):
+                    """Rows (one or a chunk's list) in one write to each file."""
+                    rows = [rows] if isinstance(rows, dict) else rows
+                    if rows:
+                        metrics.write("".join(rundir.json_row(row) for row in rows))
+                        metrics.flush()
+                        tensorboard.scalars(rows, prefix)
 
                 def evaluate(learner, counters):
                     if counters.iteration not in evaluated:
@@ -162,12 +166,13 @@ class Run:
                     started = time.perf_counter()
                     learner, steps = self.trainer.update_many(learner, counters, count)
                     pacer.observe(count, time.perf_counter() - started)
+                    rows = []
                     for counters, info, theta in steps:
-                        row = _train_row(counters, info)
-                        log(row, "train")
+                        rows.append(row := _train_row(counters, info))
                         if counters.consecutive_nonfinite == 0:
                             thetas.append(counters.iteration, theta)
                         elif counters.consecutive_nonfinite >= config.max_nonfinite:
+                            log(rows, "train")
                             checkpoint(*last_good)
                             raise RunStopped(
                                 f"stopped: {counters.consecutive_nonfinite} consecutive windows were non-finite "
@@ -175,6 +180,7 @@ class Run:
                                 f"at update {last_good[1].iteration} in {self.path}",
                                 EXIT_DIVERGED,
                             )
+                    log(rows, "train")
                     if config.eval_every and counters.iteration % config.eval_every == 0:
                         evaluate(learner, counters)
                     if counters.consecutive_nonfinite == 0:  # a consistent, good state to resume from
@@ -204,6 +210,16 @@ class Run:
         rows = rundir.read_metrics(self.path)
         if rows:
             plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
+
+
+def _prefetch_plotting() -> None:
+    """Import matplotlib in the background while training runs: the curves drawn at the
+    end then cost only the drawing (the import overlaps compilation and the updates)."""
+    import threading
+
+    from nres.plotting import _pyplot
+
+    threading.Thread(target=_pyplot, name="nres-import-matplotlib", daemon=True).start()
 
 
 def _to_boundary(iteration: int, every: int) -> int:

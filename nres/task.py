@@ -11,6 +11,12 @@ A task describes one episode ``s_0 -> s_1 -> ... -> s_T`` of SPEC section 1:
 * ``sample_batch(key, t) -> batch`` (optional): the data of step ``t``. The library
   draws it once per antithetic pair, so ``theta + eps`` and ``theta - eps`` see the
   same data, and passes it to both ``step`` and ``loss``.
+* ``window_batches(keys, t0, length) -> batches`` (optional, with ``sample_batch``): the
+  batches of ``length`` consecutive steps ``t0 .. t0 + length - 1`` at once, stacked on a
+  leading ``[length]`` axis; ``keys`` ``[length, 2]`` are those steps' batch keys. It must
+  equal stacking ``sample_batch(keys[s], t0 + s)`` exactly. Window-aligned estimators
+  then draw each particle's data once per window instead of once per step (cheaper
+  when every particle sits at its own step ``t``, e.g. a lookup in a fixed table).
 * ``init_theta(key) -> theta``: the starting meta-parameters (any pytree).
 * ``evaluate(theta, key) -> dict`` (optional): held-out metrics of an unperturbed
   ``theta`` such as ``{"test_loss": ...}``.
@@ -42,6 +48,7 @@ class Task(NamedTuple):
     sample_batch: Optional[Callable[[jax.Array, jax.Array], Batch]] = None
     evaluate: Optional[Callable[[PyTree, jax.Array], Mapping[str, jax.Array]]] = None
     name: str = "task"
+    window_batches: Optional[Callable[[jax.Array, jax.Array, int], Batch]] = None
 
     def batch(self, key: jax.Array, t: jax.Array) -> Batch:
         """The data batch of step ``t`` (``None`` for data-free tasks)."""
@@ -57,4 +64,6 @@ def validate_task(task: Task) -> Task:
     for field in ("init_theta", "init_state", "step", "loss"):
         if not callable(getattr(task, field)):
             raise TypeError(f"task field {field!r} must be callable")
+    if task.window_batches is not None and task.sample_batch is None:
+        raise TypeError("task field 'window_batches' needs 'sample_batch' (the per-step form of the same data)")
     return task

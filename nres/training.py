@@ -211,6 +211,8 @@ class Trainer:
         learner, infos, thetas = self._chunk(learner, jnp.asarray(count, jnp.int32))
         infos, thetas = jax.device_get((infos, thetas))
         elapsed = time.perf_counter() - start
+        infos = UpdateInfo(*(field[:count].tolist() for field in infos))  # Python scalars, cheap per row
+        leaves, treedef = jax.tree_util.tree_flatten(thetas)
         steps = []
         for k in range(count):
             info = UpdateInfo(*(field[k] for field in infos))
@@ -224,7 +226,7 @@ class Trainer:
                 consecutive_nonfinite=0 if applied else counters.consecutive_nonfinite + 1,
                 nonfinite_windows=counters.nonfinite_windows + (0 if applied else 1),
             )
-            steps.append((counters, info, jax.tree_util.tree_map(lambda x: x[k], thetas)))
+            steps.append((counters, info, jax.tree_util.tree_unflatten(treedef, [x[k] for x in leaves])))
         return learner, steps
 
     def update(self, learner: Learner, counters: Counters) -> tuple[Learner, Counters, UpdateInfo]:

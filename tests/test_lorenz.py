@@ -69,3 +69,20 @@ def test_bad_options_are_named():
         LorenzConfig(dt=0.0)
     with pytest.raises(ValueError, match="horizon"):
         LorenzConfig(horizon=0)
+
+
+def test_building_the_task_compiles_nothing_and_data_matches_the_eager_formulas(caplog):
+    """The ground truth and the test set are made on first use, equal to computing them eagerly."""
+    import logging
+
+    config = LorenzConfig(horizon=300, num_test_starts=50, test_seed=4)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        task = make_lorenz_task(config)
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()], "building compiled a program"
+    start = jnp.asarray([1.2, 1.3, 1.6], jnp.float32)
+    z_gt = trajectory(jnp.asarray(TRUE_THETA, jnp.float32), start, 300, config.dt)[:, 2]
+    np.testing.assert_array_equal(task.sample_batch(None, jnp.arange(300)), z_gt)
+    np.testing.assert_array_equal(task.window_batches(None, 40, 20), z_gt[40:60])
+    starts = start + jax.random.normal(jax.random.PRNGKey(4), (50, 3))
+    expected = float(nres.tasks.lorenz.test_loss(task.init_theta(None), starts, 300, config.dt))
+    assert float(task.evaluate(task.init_theta(None), None)["test_loss"]) == expected

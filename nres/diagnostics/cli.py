@@ -148,6 +148,7 @@ def _check(args) -> None:
 
 
 def cmd_variance(argv: Sequence[str]) -> int:
+    from nres import compilation_cache
     from nres.diagnostics import analytic
     from nres.diagnostics.empirical import EstimateSampler, equal_compute, summarize
     from nres.diagnostics.report import format_table, plot_variance
@@ -155,6 +156,7 @@ def cmd_variance(argv: Sequence[str]) -> int:
     from nres.tasks import get_task_entry
     from nres.training import build_task
 
+    compilation_cache.enable()
     pre = _pre(argv)
     task_name = pre.task
     if task_name is None and pre.theta_from:

@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from nres.estimators.base import WindowInfo, check_positive_int, check_window
@@ -93,7 +94,7 @@ class _SingleTrajectory:
         return self.unroll_length
 
     def burn_in_env_steps(self, state) -> int:
-        return int(jnp.sum(state.particles.tau)) if self.step_unlocked else 0
+        return int(np.sum(np.asarray(state.particles.tau), dtype=np.int64)) if self.step_unlocked else 0
 
     def _initial(self, particles: Particles, theta: PyTree):
         """Method state at ``tau = 0`` around fresh particles."""

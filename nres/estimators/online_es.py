@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nres.estimators.base import WindowInfo, check_positive_float, check_positive_int, check_window
 from nres.noise import antithetic, sample_noise
@@ -36,6 +37,7 @@ from nres.particles import (
     init_particles,
     noise_key,
     step_pairs,
+    window_batches,
 )
 from nres.task import Task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
@@ -114,7 +116,7 @@ class OnlineES:
 
     def burn_in_env_steps(self, state: OnlineESState) -> int:
         """Steps spent bringing the pairs to their positions: ``2 * sum_i tau_i``."""
-        return 2 * int(jnp.sum(state.particles.tau)) if self.step_unlocked else 0
+        return 2 * int(np.sum(np.asarray(state.particles.tau), dtype=np.int64)) if self.step_unlocked else 0
 
     @property
     def reuses_noise(self) -> bool:
@@ -183,15 +185,17 @@ class OnlineES:
         draw, block = self._noise_schedule(particles.tau, window_start=True)
         eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
         thetas = antithetic(theta, eps)
+        batches = window_batches(self.task, particles, self.unroll_length)  # None: drawn per step
 
-        def body(carry, s):
+        def body(carry, inputs):
             inner, member_losses = carry
+            s, batch = inputs
             at = particles._replace(inner=inner, tau=particles.tau + s)
-            inner, losses = step_pairs(self.task, thetas, at)
+            inner, losses = step_pairs(self.task, thetas, at, batch)
             return (inner, member_losses + losses), None
 
         init = (particles.inner, jnp.zeros((2, self.num_particles), jnp.float32))
-        (inner, member_losses), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
+        (inner, member_losses), _ = jax.lax.scan(body, init, (jnp.arange(self.unroll_length), batches))
         diff_sum = member_losses[0] - member_losses[1]
         grad_sum = tree_weighted_sum(diff_sum, eps if xi is None else xi)
         particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length)

@@ -14,6 +14,7 @@ and evaluates the unperturbed ``theta`` over the whole horizon.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -86,11 +87,34 @@ def test_loss(theta: jax.Array, starts: jax.Array, horizon: int, dt: float) -> j
     return jnp.mean(jax.lax.map(one, starts, batch_size=1024))
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _ground_truth_z(theta: jax.Array, start: jax.Array, horizon: int, dt: float) -> jax.Array:
+    """``z_t^gt`` ``[T]`` from ``start`` under ``theta`` (arguments, not constants: XLA would
+    fold constants with its compile-time evaluator, whose arithmetic differs in the last bits)."""
+    return trajectory(theta, start, horizon, dt)[:, 2]
+
+
 def make_lorenz_task(config: LorenzConfig = LorenzConfig()) -> Task:
+    """The task; the ground truth ``z_t^gt`` ``[T]`` is computed when first traced and the
+    test set when first evaluated, so building the task compiles nothing.
+
+    The ground truth is the task's data: ``sample_batch(key, t) = z_t^gt`` and
+    ``window_batches`` slices a whole window of it at once.
+    """
     dt, horizon = config.dt, config.horizon
-    start = jnp.asarray(INITIAL_STATE, jnp.float32)
-    z_truth = trajectory(jnp.asarray(TRUE_THETA, jnp.float32), start, horizon, dt)[:, 2]
-    test_starts = start + jax.random.normal(jax.random.PRNGKey(config.test_seed), (config.num_test_starts, 3))
+    initial = INITIAL_STATE
+
+    @functools.cache
+    def z_truth() -> jax.Array:
+        with jax.ensure_compile_time_eval():  # a constant of the traced programs, computed in one program
+            theta, start = jnp.asarray(TRUE_THETA, jnp.float32), jnp.asarray(initial, jnp.float32)
+            return _ground_truth_z(theta, start, horizon, dt)
+
+    @functools.cache
+    def test_starts() -> jax.Array:
+        with jax.ensure_compile_time_eval():
+            start = jnp.asarray(initial, jnp.float32)
+            return start + jax.random.normal(jax.random.PRNGKey(config.test_seed), (config.num_test_starts, 3))
 
     def init_theta(key):
         del key
@@ -98,21 +122,32 @@ def make_lorenz_task(config: LorenzConfig = LorenzConfig()) -> Task:
 
     def init_state(key):
         del key
-        return start
+        return jnp.asarray(initial, jnp.float32)
 
     def step(theta, state, t, key, batch):
         del t, key, batch
         return lorenz_step(theta, state, dt)
 
-    def loss(theta, state, t, batch):
-        del theta, batch
-        return (state[2] - z_truth[t]) ** 2
+    def loss(theta, state, t, z_gt):
+        del theta
+        if z_gt is None:  # called without the task's data (e.g. a hand-written loop)
+            z_gt = z_truth()[t]
+        return (state[2] - z_gt) ** 2
+
+    def sample_batch(key, t):
+        del key
+        return z_truth()[t]
+
+    def window_batches(keys, t0, length):
+        del keys
+        return jax.lax.dynamic_slice(z_truth(), (t0,), (length,))
 
     def evaluate(theta, key):
         del key
-        return {"test_loss": test_loss(theta, test_starts, horizon, dt)}
+        return {"test_loss": test_loss(theta, test_starts(), horizon, dt)}
 
-    return Task(init_theta, init_state, step, loss, horizon, evaluate=evaluate, name="lorenz")
+    return Task(init_theta, init_state, step, loss, horizon, sample_batch=sample_batch, evaluate=evaluate,
+                name="lorenz", window_batches=window_batches)
 
 
 ENTRY = TaskEntry(
