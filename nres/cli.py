@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import pathlib
 import sys
 import typing
@@ -20,6 +21,7 @@ from nres.config import (
     TRAIN_FIELDS,
     ConfigError,
     TrainConfig,
+    coerce,
     load_config_file,
     resolve_config,
 )
@@ -193,7 +195,7 @@ def _task_of(argv: Sequence[str]) -> str:
     if known.task:
         return known.task
     if known.config:
-        return load_config_file(known.config).get("task", TrainConfig.task)
+        return coerce("task", load_config_file(known.config).get("task", TrainConfig.task), str)
     return TrainConfig.task
 
 
@@ -295,11 +297,25 @@ def cmd_plot(argv: Sequence[str]) -> int:
     runs = []
     for path in args.runs:
         config = rundir.read_config(path)["config"]
-        runs.append((run_label(config), rundir.read_metrics(path)))
+        try:
+            label = run_label(config)
+        except (KeyError, TypeError, ValueError) as err:
+            raise rundir.RunDirError(f"{str(path)!r} holds an unusable config: {err!r}") from None
+        runs.append((label, rundir.read_metrics(path)))
     metric = args.metric
     if metric is None:
         metric = "test_loss" if all(any("test_loss" in r for r in rows) for _, rows in runs) else "train_loss"
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    present = sorted({k for _, rows in runs for r in rows for k, v in r.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                     - {key for key, _ in X_AXES.values()})
+    if metric not in present:
+        raise ConfigError(f"no run has metric {metric!r}; metrics present: {', '.join(present) or 'none'}")
+    out = pathlib.Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {args.out!r} is a directory; give a file name such as cmp.png")
+    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
+        raise ConfigError(f"--out {args.out!r}: a parent of it is a file, not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
     curves = plot_comparison(runs, args.out, args.x, metric)
     print(f"wrote {args.out}: {curves} curves of {metric} against {args.x}")
     return 0
@@ -326,11 +342,50 @@ def _command(name: str):
     return command
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from nres.checkpoint import CheckpointError
-    from nres.rundir import RunDirError
-    from nres.run import RunStopped
+EXIT_OS_ERROR = 1
 
+
+def _bad_input_errors() -> tuple[type, ...]:
+    """The error types that mean bad input, from the modules loaded so far (a module that
+    was never imported cannot have raised its error; importing it here could be slow)."""
+    names = {"nres.rundir": "RunDirError", "nres.checkpoint": "CheckpointError"}
+    return (ConfigError,) + tuple(getattr(sys.modules[m], n) for m, n in names.items() if m in sys.modules)
+
+
+def _os_error_message(err: OSError) -> str:
+    where = f" {err.filename!r}" if err.filename else ""
+    what = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write{where}: {what}; the last checkpoint is intact, free space and resume"
+    return f"cannot access{where}: {what}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; every failure the user can fix ends as one line and an exit code:
+    0 ok, 1 the system refused (disk full, read-only, permissions), 2 bad input,
+    3 non-finite or diverged, 128 + signal for SIGINT (130), SIGTERM (143), SIGUSR1 (138)."""
+    from nres.interrupts import Interrupted, stop_signals_raise
+
+    try:
+        with stop_signals_raise():
+            return _main(argv)
+    except Interrupted as stop:  # a second stop signal, or one outside the training loop
+        print(f"nres: aborted by {stop} (the last checkpoint, if any, is intact)", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("nres: aborted (the last checkpoint, if any, is intact)", file=sys.stderr)
+        return 130
+    except OSError as err:
+        print(f"nres: error: {_os_error_message(err)}", file=sys.stderr)
+        return EXIT_OS_ERROR
+    except Exception as err:
+        if not isinstance(err, _bad_input_errors()):
+            raise
+        print(f"nres: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
         from nres import __version__
@@ -358,15 +413,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_BAD_INPUT
     try:
         return _command(command)(rest)
-    except (ConfigError, RunDirError, CheckpointError) as err:
-        print(f"nres: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RunStopped as stop:
+    except _run_stopped_error() as stop:
         print(f"nres: {stop}", file=sys.stderr)
         return stop.exit_code
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        print("nres: aborted (the last checkpoint, if any, is intact)", file=sys.stderr)
-        return 130
+
+
+def _run_stopped_error() -> type:
+    run = sys.modules.get("nres.run")
+    return run.RunStopped if run else ()
 
 
 if __name__ == "__main__":

@@ -126,9 +126,14 @@ def load_config_file(path: str | pathlib.Path) -> dict:
     table (or ``task_options:`` mapping) holds the task's options.
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from None
     try:
         if path.suffix == ".toml":
             if sys.version_info >= (3, 11):
@@ -212,6 +217,8 @@ def validate(config: TrainConfig, estimators) -> None:
         positive(name)
     for name in ("horizon", "noise_period", "grad_clip"):
         positive(name, allow_none=True)
+    if not 0 <= config.seed < 2**32:
+        raise ConfigError(f"setting 'seed' must be in [0, 2**32 - 1], got {config.seed}")
     if config.eval_every < 0:
         raise ConfigError(f"setting 'eval_every' must be >= 0, got {config.eval_every}")
     if config.horizon is not None and config.unroll_length > config.horizon and config.estimator != "fulles":

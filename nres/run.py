@@ -2,82 +2,74 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
+import math
 import pathlib
 import signal
 import time
-import sys
 from typing import Optional
 
 import jax
 import numpy as np
 
 from nres import rundir, run_info
-from nres.checkpoint import load_pytree, save_pytree
+from nres.checkpoint import CheckpointError, load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.engines import EngineOptions
+from nres.estimators import ES_ESTIMATORS
+from nres.interrupts import deferred_stop, exit_code
 from nres.plotting import plot_run_curves, run_label
 from nres.progress import progress, track
 from nres.training import Counters, Learner, Trainer
 
 
 class RunStopped(RuntimeError):
-    """Training ended early (interrupt or non-finite losses); ``exit_code`` says why."""
+    """Training ended early (stop signal, non-finite losses, divergence); ``exit_code`` says why."""
 
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
 
 
-@contextlib.contextmanager
-def _graceful_interrupt():
-    """First Ctrl-C sets a flag (the loop checkpoints and stops); a second one aborts."""
-    requested = {"stop": False}
-    previous = signal.getsignal(signal.SIGINT)
+EXIT_DIVERGED = 3
+EXPLODED_FACTOR = 1e6
+COUNTER_KEYS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps")
 
-    def handler(signum, frame):
-        if requested["stop"]:
-            signal.signal(signal.SIGINT, previous)
-            raise KeyboardInterrupt
-        requested["stop"] = True
-        print("\ninterrupt: saving a checkpoint after this update (Ctrl-C again to abort)", file=sys.stderr)
 
-    try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield requested
-        return
-    try:
-        yield requested
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _counter_values(counters: Counters) -> dict:
+    return {
+        "iteration": counters.iteration,
+        # Nothing is trained at iteration 0 (the burn-in's time is counted with update 1).
+        "wall_time_s": round(counters.wall_time_s, 6) if counters.iteration else 0.0,
+        "total_env_steps": counters.total_env_steps,
+        "sequential_steps": counters.sequential_steps,
+    }
 
 
 def _train_row(counters: Counters, info) -> dict:
-    row = {
-        "iteration": counters.iteration,
-        "wall_time_s": round(counters.wall_time_s, 6),
-        "total_env_steps": counters.total_env_steps,
-        "sequential_steps": counters.sequential_steps,
-        "train_loss": float(info.train_loss),
-        "grad_norm": float(info.grad_norm),
-    }
+    row = {**_counter_values(counters), "train_loss": float(info.train_loss), "grad_norm": float(info.grad_norm)}
     if not bool(info.applied):
         row["skipped_nonfinite"] = True
         row["nonfinite_particles"] = int(info.num_nonfinite)
     return row
 
 
-def _eval_row(counters: Counters, metrics: dict) -> dict:
-    return {
-        "iteration": counters.iteration,
-        "wall_time_s": round(counters.wall_time_s, 6),
-        "total_env_steps": counters.total_env_steps,
-        "sequential_steps": counters.sequential_steps,
-        **metrics,
-    }
+def divergence(rows: list[dict]) -> Optional[str]:
+    """Why the train losses of ``rows`` say the run diverged, or None.
+
+    Diverged means: no train loss was ever finite, or the last finite one exceeds the
+    first finite one by more than ``EXPLODED_FACTOR`` times its magnitude.
+    """
+    losses = [r["train_loss"] for r in rows if not rundir.is_eval_row(r)]
+    if not losses:
+        return None
+    finite = [v for v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return "the train loss was never finite"
+    first, last = finite[0], finite[-1]
+    if last - first > EXPLODED_FACTOR * abs(first) and first != 0:
+        return f"the train loss exploded from {first:.4g} to {last:.4g}"
+    return None
 
 
 class Run:
@@ -95,48 +87,82 @@ class Run:
 
     def load_checkpoint(self) -> tuple[Learner, Counters]:
         learner, metadata = load_pytree(self.path / rundir.CHECKPOINT, self.trainer.learner_template())
-        return self.trainer.engine.place(learner), Counters(**metadata["counters"])
+        try:
+            counters = Counters(**metadata["counters"])
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"checkpoint in {str(self.path)!r} has unusable counters: {err}") from None
+        return self.trainer.engine.place(learner), counters
+
+    def load_state(self) -> tuple[Learner, Counters]:
+        """The checkpoint, after checking that thetas and metrics are readable too."""
+        learner, counters = self.load_checkpoint()
+        rundir.load_thetas(self.path, learner.theta)
+        rundir.read_metrics(self.path)
+        return learner, counters
+
+    def evaluate_row(self, counters: dict, theta) -> dict:
+        return {**counters, **self.trainer.evaluate(theta)}
 
     # -- training ----------------------------------------------------------------------
     def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False) -> Counters:
+        """Train up to ``config.iterations`` updates; call with the run's lock held.
+
+        A fresh run (``resumed=False``) writes ``theta_0`` and the iteration-0
+        evaluation row before its first checkpoint, so no checkpoint ever exists
+        without them. Evaluation rows are written before the checkpoint at their
+        update, and never twice for one iteration.
+        """
         config = self.config
         _prefetch_plotting()
         thetas = rundir.ThetaTrajectory(self.path)
         if resumed:
             thetas.truncate(counters.iteration, learner.theta)
-            rows = [r for r in rundir.read_metrics(self.path) if r["iteration"] <= counters.iteration]
+            rows = rundir.tidy_rows(r for r in rundir.read_metrics(self.path) if r["iteration"] <= counters.iteration)
             rundir.write_metrics(self.path, rows)
         else:
+            rows = []
             thetas.append(0, learner.theta)
+            thetas.flush()
+        evaluated = {r["iteration"] for r in rows if rundir.is_eval_row(r)}
         tensorboard = rundir.TensorBoardLog(self.path, purge_step=counters.iteration + 1 if resumed else None)
         bar = _progress_bar(config, counters.iteration, progress)
         last_good = (learner, counters)
         try:
-            with open(self.path / rundir.METRICS, "a") as metrics, _graceful_interrupt() as interrupt:
+            with open(self.path / rundir.METRICS, "a") as metrics, deferred_stop() as stop:
 
                 def log(rows, prefix):
                     """Rows (one or a chunk's list) in one write to each file."""
                     rows = [rows] if isinstance(rows, dict) else rows
                     if rows:
-                        metrics.write("".join(json.dumps(row) + "\n" for row in rows))
+                        metrics.write("".join(rundir.json_row(row) for row in rows))
                         metrics.flush()
                         tensorboard.scalars(rows, prefix)
+
+                def evaluate(learner, counters):
+                    if counters.iteration not in evaluated:
+                        log(self.evaluate_row(_counter_values(counters), learner.theta), "test")
+                        evaluated.add(counters.iteration)
 
                 def checkpoint(learner, counters):
                     thetas.flush()
                     self.save_checkpoint(learner, counters)
 
-                if config.eval_every and not resumed:  # the starting point of the test curve
-                    log(_eval_row(counters, self.trainer.evaluate(learner.theta)), "test")
-                pacer = _Pacer(self.trainer.max_chunk)
-                while counters.iteration < config.iterations:
-                    if interrupt["stop"]:
+                def stop_if_asked():
+                    if stop["signum"] is not None:
                         checkpoint(*last_good)
                         raise RunStopped(
-                            f"interrupted at update {last_good[1].iteration}; checkpoint saved, "
-                            f"continue with: nres train --resume {self.path}",
-                            130,
+                            f"{signal.Signals(stop['signum']).name}: stopped at update {last_good[1].iteration}; "
+                            f"checkpoint saved, continue with: nres train --resume {self.path}",
+                            exit_code(stop["signum"]),
                         )
+
+                if config.eval_every and counters.iteration % config.eval_every == 0:
+                    evaluate(learner, counters)  # the starting point of the test curve
+                if not resumed:
+                    checkpoint(learner, counters)
+                pacer = _Pacer(self.trainer.max_chunk)
+                while counters.iteration < config.iterations:
+                    stop_if_asked()
                     count = min(pacer.count(), config.iterations - counters.iteration,
                                 _to_boundary(counters.iteration, config.checkpoint_every),
                                 _to_boundary(counters.iteration, config.eval_every))
@@ -152,27 +178,35 @@ class Run:
                             log(rows, "train")
                             checkpoint(*last_good)
                             raise RunStopped(
-                                f"stopped: {counters.consecutive_nonfinite} consecutive windows had non-finite "
-                                f"losses (lower --lr or --sigma); last good checkpoint is at update "
-                                f"{last_good[1].iteration} in {self.path}",
-                                3,
+                                f"stopped: {counters.consecutive_nonfinite} consecutive windows were non-finite "
+                                f"(losses, gradient or update; lower --lr or --sigma); last good checkpoint is "
+                                f"at update {last_good[1].iteration} in {self.path}",
+                                EXIT_DIVERGED,
                             )
                     log(rows, "train")
+                    if config.eval_every and counters.iteration % config.eval_every == 0:
+                        evaluate(learner, counters)
                     if counters.consecutive_nonfinite == 0:  # a consistent, good state to resume from
                         last_good = (learner, counters)
                         if counters.iteration % config.checkpoint_every == 0:
                             checkpoint(learner, counters)
-                    if config.eval_every and counters.iteration % config.eval_every == 0:
-                        log(_eval_row(counters, self.trainer.evaluate(learner.theta)), "test")
                     bar.update(len(steps))
                     bar.set_postfix(loss=f"{row['train_loss']:.4g}", refresh=False)
+                stop_if_asked()
                 checkpoint(*last_good)
-                if config.eval_at_end and not (config.eval_every and counters.iteration % config.eval_every == 0):
-                    log(_eval_row(counters, self.trainer.evaluate(learner.theta)), "test")
+                if config.eval_at_end:
+                    evaluate(learner, counters)
+                stop_if_asked()
+        except RunStopped:
+            self.plot()  # the checkpoint is saved; the curves so far
+            raise
         finally:
             bar.close()
             tensorboard.close()
-            self.plot()
+        self.plot()
+        reason = divergence(rundir.read_metrics(self.path))
+        if reason:
+            raise RunStopped(f"diverged: {reason} (lower --lr or --sigma); results in {self.path}", EXIT_DIVERGED)
         return counters
 
     def plot(self) -> None:
@@ -235,16 +269,18 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
               engine: Optional[EngineOptions] = None) -> pathlib.Path:
     """Validate everything, then create the run directory and train."""
     path = pathlib.Path(out) if out else default_out_dir(config)
-    if rundir.is_run(path) and not overwrite:
-        rundir.prepare(path, overwrite=False)  # raises the "already holds a run" error
+    rundir.check_out(path, overwrite)
     run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
+    if config.estimator not in ES_ESTIMATORS:  # differentiating the task fails only when traced
+        run.trainer.check()
     run_info.announce(config, run.trainer.task)
     with contextlib.closing(run.trainer.engine):
         learner, counters = run.trainer.init()
-        rundir.prepare(path, overwrite=overwrite)
-        _write_config(run)
-        run.save_checkpoint(learner, counters)
-        run.train(learner, counters, progress=progress)
+        path.mkdir(parents=True, exist_ok=True)
+        with rundir.RunLock(path):
+            rundir.prepare(path, overwrite=overwrite)  # checked again, now that the directory is ours
+            _write_config(run)
+            run.train(learner, counters, progress=progress)
     return path
 
 
@@ -268,18 +304,31 @@ def load_run(path: str | pathlib.Path, iterations: Optional[int] = None,
 
 def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progress: bool = True,
                engine: Optional[EngineOptions] = None) -> pathlib.Path:
+    """Continue a run from its checkpoint; a half-made run (no checkpoint) starts over.
+
+    Every file is checked before anything is written (``--iterations`` rewrites
+    ``config.json`` only after the checkpoint, thetas and metrics have been read).
+    """
     run = load_run(path, iterations, engine)
     run_info.announce(run.config, run.trainer.task)
     with contextlib.closing(run.trainer.engine):
-        if iterations is not None:
-            _write_config(run)
-        learner, counters = run.load_checkpoint()
-        run.train(learner, counters, progress=progress, resumed=True)
+        half_made = rundir.is_half_made(run.path)
+        state = None if half_made else run.load_state()
+        with rundir.RunLock(run.path):
+            if iterations is not None:
+                _write_config(run)
+            if half_made:
+                learner, counters = run.trainer.init()
+                rundir.remove_run_files(run.path, keep=(rundir.CONFIG,))
+                run.train(learner, counters, progress=progress)
+            else:
+                run.train(*state, progress=progress, resumed=True)
     return run.path
 
 
 def evaluate_run(path: str | pathlib.Path, every_saved: bool = False, stride: int = 1) -> list[dict]:
-    """Evaluate the final (or every ``stride``-th saved) ``theta`` and append test rows."""
+    """Evaluate the final (or every ``stride``-th saved) ``theta``; its test rows replace
+    any earlier ones of the same iterations."""
     run = load_run(path)
     template = run.trainer.learner_template().theta
     iterations, thetas = rundir.load_thetas(run.path, template)
@@ -288,14 +337,23 @@ def evaluate_run(path: str | pathlib.Path, every_saved: bool = False, stride: in
     picks = list(range(0, len(iterations), stride)) if every_saved else [len(iterations) - 1]
     if every_saved and picks[-1] != len(iterations) - 1:
         picks.append(len(iterations) - 1)
-    rows = rundir.read_metrics(run.path)
-    counters_at = {r["iteration"]: r for r in rows if "train_loss" in r}
-    new_rows = []
-    for i in track(picks, len(picks), f"evaluating {run.path}", "theta", enabled=len(picks) > 1):
-        it = int(iterations[i])
-        base = counters_at.get(it, {"iteration": it, "wall_time_s": 0.0, "total_env_steps": None, "sequential_steps": None})
-        metrics = run.trainer.evaluate(jax.tree_util.tree_map(np.asarray, thetas[i]))
-        new_rows.append({k: base[k] for k in ("iteration", "wall_time_s", "total_env_steps", "sequential_steps")} | metrics)
-    rundir.write_metrics(run.path, rows + new_rows)
-    run.plot()
+    counters_at = _counters_by_iteration(rundir.read_metrics(run.path), run.trainer.estimator.env_steps_per_update)
+    with rundir.RunLock(run.path):
+        new_rows = [run.evaluate_row(counters_at.get(int(iterations[i]), {"iteration": int(iterations[i])}),
+                                     jax.tree_util.tree_map(np.asarray, thetas[i]))
+                    for i in track(picks, len(picks), f"evaluating {run.path}", "theta", enabled=len(picks) > 1)]
+        rundir.write_metrics(run.path, rundir.tidy_rows(rundir.read_metrics(run.path) + new_rows))
+        run.plot()
     return new_rows
+
+
+def _counters_by_iteration(rows: list[dict], env_steps_per_update: int) -> dict[int, dict]:
+    """The counters of every logged iteration, iteration 0 included (burn-in steps only)."""
+    at = {r["iteration"]: {k: r.get(k) for k in COUNTER_KEYS} for r in rows if not rundir.is_eval_row(r)}
+    zero = next((r for r in rows if r["iteration"] == 0), None)
+    if zero is None and 1 in at and at[1]["total_env_steps"] is not None:
+        zero = {"iteration": 0, "total_env_steps": at[1]["total_env_steps"] - env_steps_per_update}
+    if zero is not None:
+        at[0] = {"iteration": 0, "wall_time_s": 0.0, "total_env_steps": zero.get("total_env_steps"),
+                 "sequential_steps": 0}
+    return at

@@ -6,18 +6,32 @@ Layout of ``DIR/``:
   size ``theta_size`` of theta, devices and process count, and library versions.
 * ``metrics.jsonl``: one JSON object per logged update (``iteration``,
   ``wall_time_s`` of training only, ``total_env_steps``, ``sequential_steps``,
-  ``train_loss``, ...); evaluation rows carry ``test_loss`` instead of ``train_loss``.
+  ``train_loss``, ...); evaluation rows carry ``test_loss`` instead of ``train_loss``,
+  at most one per iteration, after that iteration's train row. Strictly valid JSON:
+  a non-finite number is written as ``null`` and its key listed in the row's
+  ``nonfinite`` (files of older versions with ``NaN``/``Infinity`` still read).
 * ``tensorboard/``: TensorBoard event files with the same scalars.
 * ``thetas.npz``: the ``theta`` trajectory: ``iteration`` ``[M]`` and one array
   ``theta`` (or ``theta/<path>`` per pytree leaf) with a leading ``[M]`` axis;
   plain NumPy, readable without this library.
 * ``checkpoint.npz``: the latest checkpoint (see :mod:`nres.checkpoint`).
 * ``curves.png``: loss against updates, total env steps and wall-clock.
+* ``.lock``: held (``flock``) by the one process writing the run; the kernel drops the
+  lock when that process ends, however it ends.
+
+Write order keeps the files consistent at every instant: ``config.json`` first, then
+``thetas.npz`` with ``theta_0`` and the iteration-0 evaluation row, then the first
+``checkpoint.npz``. A directory with ``config.json`` but no ``checkpoint.npz`` is
+*half-made* (killed during start-up): ``--resume`` starts it from scratch and ``--out``
+replaces it. Rows and thetas past the checkpoint are dropped on resume and recomputed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 import pathlib
 import platform
 import shutil
@@ -36,11 +50,12 @@ THETAS = "thetas.npz"
 CHECKPOINT = "checkpoint.npz"
 CURVES = "curves.png"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"
 RUN_FILES = (CONFIG, METRICS, THETAS, CHECKPOINT, CURVES, TENSORBOARD)
 
 
 class RunDirError(ValueError):
-    """A directory that is not a run, or already holds one."""
+    """A directory that is not a run, already holds one, is unreadable or is in use."""
 
 
 def versions() -> dict:
@@ -72,54 +87,147 @@ def is_run(path: str | pathlib.Path) -> bool:
     return (pathlib.Path(path) / CONFIG).is_file()
 
 
+def is_half_made(path: str | pathlib.Path) -> bool:
+    """A run killed during start-up: ``config.json`` but no first checkpoint yet."""
+    return is_run(path) and not (pathlib.Path(path) / CHECKPOINT).is_file()
+
+
+def _read_text(file: pathlib.Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunDirError(f"{str(file)!r} is not UTF-8 text") from None
+
+
 def read_config(path: str | pathlib.Path) -> dict:
     path = pathlib.Path(path)
     if not is_run(path):
         raise RunDirError(f"{str(path)!r} is not a run directory (no {CONFIG})")
     try:
-        return json.loads((path / CONFIG).read_text())
+        stored = json.loads(_read_text(path / CONFIG))
     except json.JSONDecodeError as err:
         raise RunDirError(f"{str(path / CONFIG)!r} is not valid JSON: {err}") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise RunDirError(f"{str(path / CONFIG)!r} has no 'config' table of settings")
+    return stored
+
+
+def is_eval_row(row: dict) -> bool:
+    """Evaluation rows carry the task's test metrics instead of ``train_loss``."""
+    return "train_loss" not in row
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:
     file = pathlib.Path(path) / METRICS
     if not file.is_file():
         return []
-    lines = [line for line in file.read_text().splitlines() if line.strip()]
+    lines = [line for line in _read_text(file).splitlines() if line.strip()]
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):  # a row cut short by a crash: the resume rewrites the file
                 break
             raise RunDirError(f"{str(file)!r} line {number} is not JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("iteration"), int):
+            raise RunDirError(f"{str(file)!r} line {number} is not a row with an integer 'iteration'")
+        rows.append(row)
     return rows
 
 
+def json_row(row: dict) -> str:
+    """One line of strictly valid JSON: non-finite floats become ``null`` and their keys
+    are listed under ``nonfinite``."""
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        row = {**{k: (None if k in bad else v) for k, v in row.items()}, "nonfinite": bad}
+    return json.dumps(row, allow_nan=False) + "\n"
+
+
+def tidy_rows(rows: Iterable[dict]) -> list[dict]:
+    """One train and one evaluation row per iteration (a later row replaces an earlier
+    one), sorted by iteration with each iteration's train row first."""
+    unique = {(r["iteration"], is_eval_row(r)): r for r in rows}
+    return [unique[key] for key in sorted(unique)]
+
+
 def write_metrics(path: str | pathlib.Path, rows: Iterable[dict]) -> None:
-    text = "".join(json.dumps(row) + "\n" for row in rows)
+    text = "".join(json_row(row) for row in rows)
     atomic_write(pathlib.Path(path) / METRICS, lambda h: h.write(text), mode="w")
 
 
-def prepare(path: str | pathlib.Path, overwrite: bool) -> pathlib.Path:
-    """Make ``path`` ready for a new run; refuse to clobber a run unless ``overwrite``."""
+class RunLock:
+    """Exclusive ownership of a run directory by this process.
+
+    An advisory ``flock`` on ``DIR/.lock``: the kernel releases it when the process
+    ends (SIGKILL included), so a lock is never stale. The holder's pid is written into
+    the file for the error message of a second writer. Taking the lock also removes the
+    temporary files that a killed writer can leave (``.NAME.XXXX.tmp``).
+    """
+
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return self
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunDirError(f"{str(self.path)!r} is being trained by pid {holder}; "
+                                  "wait for it or stop it first") from None
+            raise
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        for stale in self.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
+def check_out(path: str | pathlib.Path, overwrite: bool) -> None:
+    """Raise unless ``path`` can receive a new run (reads only).
+
+    A half-made run (no checkpoint yet) may be replaced without ``overwrite``.
+    """
     path = pathlib.Path(path)
     if path.exists() and not path.is_dir():
         raise RunDirError(f"output path {str(path)!r} exists and is not a directory")
-    if is_run(path):
-        if not overwrite:
-            raise RunDirError(
-                f"output directory {str(path)!r} already holds a run; "
-                "use --resume to continue it or --overwrite to replace it"
-            )
-        for name in RUN_FILES:
-            target = path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    if is_run(path) and not overwrite and not is_half_made(path):
+        raise RunDirError(
+            f"output directory {str(path)!r} already holds a run; "
+            "use --resume to continue it or --overwrite to replace it"
+        )
+
+
+def remove_run_files(path: str | pathlib.Path, keep: Iterable[str] = ()) -> None:
+    """Delete the files a run writes (other files in the directory stay)."""
+    for name in set(RUN_FILES) - set(keep):
+        target = pathlib.Path(path) / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def prepare(path: str | pathlib.Path, overwrite: bool) -> pathlib.Path:
+    """Make ``path`` ready for a new run (see :func:`check_out`), removing an old one."""
+    path = pathlib.Path(path)
+    check_out(path, overwrite)
+    remove_run_files(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -179,11 +287,21 @@ def load_thetas(path: str | pathlib.Path, template: PyTree) -> tuple[np.ndarray,
     file = pathlib.Path(path) / THETAS
     if not file.is_file():
         return np.zeros((0,), np.int64), []
-    with np.load(file, allow_pickle=False) as data:
-        iterations = data["iteration"]
-        leaves_by_name = {k: data[k] for k in data.files if k != "iteration"}
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            iterations = data["iteration"]
+            leaves_by_name = {k: data[k] for k in data.files if k != "iteration"}
+    except Exception as err:  # zip, key and format errors all mean an unreadable file
+        raise RunDirError(f"{str(file)!r} is unreadable: {err}") from None
     names = list(_theta_arrays([template]))
     treedef = jax.tree_util.tree_structure(template)
+    if iterations.ndim != 1 or set(names) != set(leaves_by_name):
+        raise RunDirError(f"{str(file)!r} holds {sorted(leaves_by_name)}, this run's theta is {names}")
+    for name, want in zip(names, jax.tree_util.tree_leaves(template)):
+        got = leaves_by_name[name]
+        if got.shape != (len(iterations), *want.shape) or got.dtype != np.dtype(want.dtype):
+            raise RunDirError(f"{str(file)!r} array {name!r} is {got.dtype}{list(got.shape)}, this run "
+                              f"needs {np.dtype(want.dtype)}{[len(iterations), *want.shape]}")
     thetas = [
         jax.tree_util.tree_unflatten(treedef, [leaves_by_name[name][m] for name in names])
         for m in range(len(iterations))
@@ -342,8 +460,9 @@ class TensorBoardLog:
         now = time.time()
         payloads = []
         for row in [rows] if isinstance(rows, dict) else rows:
-            keys = tuple(k for k, v in row.items()
-                         if k != "iteration" and isinstance(v, (int, float)) and not isinstance(v, bool))
+            keys = tuple(k for k, v in row.items()  # finite numbers only: TensorBoard rejects NaN and infinities
+                         if k != "iteration" and isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and math.isfinite(v))
             encode = self._encoders.get((prefix, keys))
             if encode is None:
                 encode = self._encoders[(prefix, keys)] = self._encoder(keys, prefix)

@@ -1,8 +1,9 @@
 """The training loop's pure parts: building a run from its config and one update.
 
 ``Trainer.update`` is one compiled call per update: the estimator's whole window,
-the optax update, and the non-finite guard (a window with non-finite losses or
-gradient leaves ``theta`` and the optimiser state untouched).
+the optax update, and the non-finite guard (a window with non-finite losses, gradient
+or gradient norm, or whose update would make ``theta`` or the optimiser state
+non-finite, leaves both untouched and is counted as skipped).
 """
 
 from __future__ import annotations
@@ -164,6 +165,11 @@ class Trainer:
         theta, opt_state = jax.device_put((learner.theta, learner.opt_state), NamedSharding(mesh, PartitionSpec()))
         return Learner(theta, opt_state, map_particle_axis(shard, learner.estimator_state))
 
+    def check(self) -> None:
+        """Trace (without running) the update, so errors of the task or estimator that
+        show only when the update is traced surface before a run writes any file."""
+        jax.eval_shape(self._chunk_fn, self.learner_template(), jnp.asarray(1, jnp.int32))
+
     def learner_template(self) -> Learner:
         """Shapes and dtypes of a learner, without running the burn-in."""
         return jax.eval_shape(self._init_fn, jax.random.PRNGKey(self.config.seed))
@@ -180,10 +186,14 @@ class Trainer:
         """The optax step and the non-finite guard (``theta``, ``opt_state`` kept unless applied)."""
         updates, new_opt_state = self.optimizer.update(grad, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
-        applied = (info.num_nonfinite == 0) & tree_all_finite(grad)
+        grad_norm = tree_norm(grad)
+        # Applied only if everything it touches stays finite: losses, gradient (and its
+        # norm, which can overflow on its own), the new theta and the new optimiser state.
+        applied = ((info.num_nonfinite == 0) & tree_all_finite(grad) & jnp.isfinite(grad_norm)
+                   & tree_all_finite(new_theta) & tree_all_finite(new_opt_state))
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
         return (keep(new_theta, theta), keep(new_opt_state, opt_state),
-                UpdateInfo(info.train_loss, tree_norm(grad), applied, info.num_nonfinite))
+                UpdateInfo(info.train_loss, grad_norm, applied, info.num_nonfinite))
 
     def _chunk_fn(self, learner: Learner, count: jax.Array, estimate=None) -> tuple[Learner, UpdateInfo, PyTree]:
         """``count`` (dynamic, ``<= max_chunk``) updates in one call (``estimate`` as in

@@ -97,18 +97,24 @@ def test_resume_equals_uninterrupted(run_a, tmp_path):
     assert without_wall_time(train_rows(run_a)) == without_wall_time(train_rows(out))
 
 
-def test_eval_appends_test_rows(run_a, tmp_path, capsys):
+def test_eval_replaces_test_rows_one_per_iteration_sorted(run_a, tmp_path, capsys):
     import shutil
 
     out = tmp_path / "e"
     shutil.copytree(run_a, out)
     before = rundir.read_metrics(out)
     assert main(["eval", str(out)]) == 0
+    assert rundir.read_metrics(out) == before  # the final row is recomputed in place, identical
+    for _ in range(2):  # twice: the second replaces the first
+        assert main(["eval", str(out), "--all", "--stride", "3"]) == 0
     rows = rundir.read_metrics(out)
-    assert rows[: len(before)] == before and len(rows) == len(before) + 1
-    assert rows[-1]["iteration"] == 6 and rows[-1]["test_loss"] == pytest.approx(before[-1]["test_loss"])
-    assert main(["eval", str(out), "--all", "--stride", "3"]) == 0
-    assert [r["iteration"] for r in rundir.read_metrics(out)[len(rows) :]] == [0, 3, 6]
+    evals = [r for r in rows if "test_loss" in r]
+    assert [r["iteration"] for r in evals] == sorted({0, 3, 6} | {r["iteration"] for r in before if "test_loss" in r})
+    assert [r["iteration"] for r in rows] == sorted(r["iteration"] for r in rows)
+    assert [r for r in rows if "train_loss" in r] == [r for r in before if "train_loss" in r]
+    zero = evals[0]
+    assert zero["wall_time_s"] == 0.0 and zero["sequential_steps"] == 0
+    assert zero["total_env_steps"] == rows[1]["total_env_steps"] - 2 * 4 * 10  # the burn-in's steps
     assert "update 6: test_loss=" in capsys.readouterr().out
 
 
@@ -180,7 +186,7 @@ def test_nonfinite_losses_stop_cleanly_with_a_readable_checkpoint(tmp_path, caps
     code = train(out, "--iterations", "50", "--lr", "1000", "--max-nonfinite", "3", "--checkpoint-every", "1")
     assert code == 3
     err = capsys.readouterr().err
-    assert "3 consecutive windows had non-finite losses" in err
+    assert "3 consecutive windows were non-finite" in err
     rows = [r for r in rundir.read_metrics(out) if "train_loss" in r]
     skipped = [r for r in rows if r.get("skipped_nonfinite")]
     assert len(skipped) == 3 and skipped[-1]["iteration"] == rows[-1]["iteration"]
@@ -237,3 +243,24 @@ def test_linear_task_trains_from_the_command_line(tmp_path):
     rows = rundir.read_metrics(out)
     evals = [r["test_loss"] for r in rows if "test_loss" in r]
     assert evals[-1] < rows[0]["train_loss"]
+
+
+def test_divergence_is_reported_and_exits_3(tmp_path, capsys):
+    out = tmp_path / "lr1"
+    assert train(out, "--iterations", "40", "--lr", "1", "--max-nonfinite", "5") == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("nres: stopped: 5 consecutive windows were non-finite"), err
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON token {c}")) for line in lines]
+    assert any(r.get("skipped_nonfinite") for r in rows)
+
+
+def test_divergence_rule():
+    from nres.run import divergence
+
+    train = lambda *losses: [{"iteration": i + 1, "train_loss": v} for i, v in enumerate(losses)]
+    assert divergence(train(None, float("nan"))) == "the train loss was never finite"
+    assert "exploded from 2 to 3e+07" in divergence(train(2.0, 5.0, 3e7))
+    assert divergence(train(2.0, 1e6, 1.0)) is None  # a spike that recovered
+    assert divergence(train(-0.01, -1e5)) is None  # a reward-like loss improving by decades
+    assert divergence([{"iteration": 0, "test_loss": None}]) is None  # nothing trained yet

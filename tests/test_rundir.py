@@ -28,6 +28,12 @@ def test_prepare_refuses_runs_and_files(tmp_path):
     rundir.write_config(run, {"estimator": "nres"})
     (run / rundir.METRICS).write_text('{"iteration": 1}\n')
     (run / "notes.txt").write_text("mine")
+    assert rundir.is_half_made(run)  # killed before its first checkpoint: replaced without --overwrite
+    rundir.prepare(run, overwrite=False)
+    assert not (run / rundir.CONFIG).exists() and (run / "notes.txt").exists()
+    rundir.write_config(run, {"estimator": "nres"})
+    (run / rundir.METRICS).write_text('{"iteration": 1}\n')
+    (run / rundir.CHECKPOINT).write_bytes(b"")
     with pytest.raises(rundir.RunDirError, match="already holds a run"):
         rundir.prepare(run, overwrite=False)
     rundir.prepare(run, overwrite=True)
@@ -53,3 +59,45 @@ def test_metrics_tolerate_a_row_cut_short_by_a_crash(tmp_path):
     (tmp_path / rundir.METRICS).write_text('{"iteration": 1}\ngarbage\n{"iteration": 3}\n')
     with pytest.raises(rundir.RunDirError, match="line 2 is not JSON"):
         rundir.read_metrics(tmp_path)
+
+
+def test_rows_are_strict_json_with_nonfinite_keys_listed(tmp_path):
+    import json
+
+    rows = [{"iteration": 1, "train_loss": float("nan"), "grad_norm": float("inf")}, {"iteration": 2, "x": 1.5}]
+    rundir.write_metrics(tmp_path, rows)
+    strict = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-JSON token {c}"))
+              for line in (tmp_path / rundir.METRICS).read_text().splitlines()]
+    assert strict[0] == {"iteration": 1, "train_loss": None, "grad_norm": None, "nonfinite": ["train_loss", "grad_norm"]}
+    assert strict[1] == rows[1]
+    (tmp_path / rundir.METRICS).write_text('{"iteration": 1, "grad_norm": Infinity}\n')  # older files still read
+    assert rundir.read_metrics(tmp_path)[0]["grad_norm"] == float("inf")
+
+
+def test_tidy_rows_keeps_one_row_of_each_kind_per_iteration_sorted():
+    rows = [{"iteration": 2, "train_loss": 1.0}, {"iteration": 0, "test_loss": 9.0},
+            {"iteration": 2, "test_loss": 5.0}, {"iteration": 1, "train_loss": 2.0},
+            {"iteration": 2, "test_loss": 4.0}]
+    assert rundir.tidy_rows(rows) == [{"iteration": 0, "test_loss": 9.0}, {"iteration": 1, "train_loss": 2.0},
+                                      {"iteration": 2, "train_loss": 1.0}, {"iteration": 2, "test_loss": 4.0}]
+
+
+def test_run_lock_is_exclusive_across_processes_and_cleans_temporary_files(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / ".checkpoint.npz.abc.tmp").write_bytes(b"half")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom nres import rundir\n"
+                               f"with rundir.RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not (tmp_path / ".checkpoint.npz.abc.tmp").exists()
+        with pytest.raises(rundir.RunDirError, match=f"is being trained by pid {holder.pid}"):
+            with rundir.RunLock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with rundir.RunLock(tmp_path):  # the lock died with its holder (SIGKILL)
+        assert (tmp_path / rundir.LOCK).read_text().strip() == str(__import__("os").getpid())

@@ -115,3 +115,21 @@ def test_loss_normalize_is_refused_for_autodiff_estimators():
     config = resolve_config({"task": "linear", "estimator": "bptt", "loss_normalize": True})
     with pytest.raises(ConfigError, match="loss_normalize applies to the ES estimators.*'bptt'"):
         build_estimator(config, build_task(config))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_update_that_would_make_theta_or_optimizer_state_nonfinite_is_not_applied(optimizer):
+    """Finite losses and gradient (~1e30), but SGD's step overflows theta and Adam's second
+    moment (~1e60) overflows its state: the window is skipped, nothing changes."""
+    config = resolve_config({"task": "linear", "num_particles": 4, "unroll_length": 2, "sigma": 0.01,
+                             "lr": 1e38, "optimizer": optimizer})
+    steep = Task(init_theta=lambda k: jnp.array([0.0]), init_state=lambda k: jnp.zeros(1),
+                 step=lambda theta, s, t, k, b: s + 1.0, loss=lambda theta, s, t, b: 1e30 * theta[0], horizon=8)
+    trainer = Trainer(config, task=steep)
+    learner, counters = trainer.init()
+    before = jax.device_get(learner)
+    learner, counters, info = trainer.update(learner, counters)
+    assert not bool(info.applied) and int(info.num_nonfinite) == 0 and np.isfinite(float(info.train_loss))
+    assert counters.nonfinite_windows == 1
+    for got, want in zip(jax.tree_util.tree_leaves(learner[:2]), jax.tree_util.tree_leaves(before[:2])):
+        np.testing.assert_array_equal(got, want)

@@ -85,6 +85,9 @@ def get_task_entry(name: str) -> TaskEntry:
             entry = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"cannot load task {name!r}: {err}") from None
+        except Exception as err:  # the user's module failed while importing
+            raise ValueError(f"cannot load task {name!r}: importing {module_name!r} raised "
+                             f"{type(err).__name__}: {err}") from None
         if not isinstance(entry, TaskEntry):
             raise ValueError(f"task {name!r} is a {type(entry).__name__}, not an nres.tasks.TaskEntry")
         return entry

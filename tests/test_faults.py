@@ -1,0 +1,298 @@
+"""Fault injection on run directories.
+
+Runs killed (SIGKILL), interrupted (SIGINT) and preempted (SIGTERM, SIGUSR1) at start-up,
+mid-training, during a checkpoint write and during an evaluation, then resumed (or
+re-run), must equal the uninterrupted run row for row (evaluation rows included),
+theta for theta and in the final checkpoint. A second writer, a full disk, a read-only
+disk and every bad input end with one ``nres: error:`` line and change no file.
+
+The killed runs are subprocesses (``tests/inject_fault.py`` sends the signal from inside
+at an exact point); everything else runs in-process to keep the test time small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nres import rundir
+from nres.cli import main
+
+TINY = ["--task", "lorenz", "--num-particles", "10", "--unroll-length", "20", "--horizon", "400",
+        "--num-test-starts", "16", "--no-progress"]
+# 12 updates, a checkpoint every 4, an evaluation every 3 (at 0, 3, 6, 9, 12).
+RUN = [*TINY, "--iterations", "12", "--checkpoint-every", "4", "--eval-every", "3", "--seed", "7"]
+INJECT = pathlib.Path(__file__).with_name("inject_fault.py")
+
+
+def snapshot(path: pathlib.Path) -> dict:
+    """Every file under ``path`` (hidden ones included) with its bytes."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def rows_without_wall_time(path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in rundir.read_metrics(path)]
+
+
+def assert_same_run(got: pathlib.Path, want: pathlib.Path) -> None:
+    assert rows_without_wall_time(got) == rows_without_wall_time(want)
+    with np.load(got / rundir.THETAS) as a, np.load(want / rundir.THETAS) as b:
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    with np.load(got / rundir.CHECKPOINT) as a, np.load(want / rundir.CHECKPOINT) as b:
+        meta = lambda d: {k: v for k, v in json.loads(str(d["metadata"]))["counters"].items() if k != "wall_time_s"}
+        assert meta(a) == meta(b)
+        for name in a.files:
+            if name != "metadata":
+                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert not list(got.glob(".*.tmp")), "stale temporary files"
+
+
+@pytest.fixture(scope="module")
+def subprocess_env(tmp_path_factory):
+    """The killed runs share one JAX compilation cache (they compile the same functions)."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def inject(env: dict, target: str, nth: int, signame: str, when: str, args: list, match: str = ""):
+    cmd = [sys.executable, str(INJECT), target, str(nth), signame, when, *([match] if match else []), "--", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert main(["train", *RUN, "--out", str(out)]) == 0
+    return out
+
+
+# (name, target, nth call, signal, before/after, match, exit code, how to continue)
+FAULTS = [
+    ("start-up SIGINT in the burn-in", "nres.training:Trainer.init", 1, "SIGINT", "before", "", 130, "rerun"),
+    ("start-up SIGKILL after config.json", "nres.rundir:write_config", 1, "SIGKILL", "after", "", -9, "resume"),
+    ("start-up SIGTERM after config.json", "nres.rundir:write_config", 1, "SIGTERM", "after", "", 143, "rerun"),
+    ("SIGKILL during the first checkpoint write", "os:replace", 1, "SIGKILL", "before", "checkpoint.npz", -9,
+     "resume"),
+    ("SIGKILL during a checkpoint write", "os:replace", 2, "SIGKILL", "before", "checkpoint.npz", -9, "resume"),
+    ("SIGINT during a checkpoint write", "os:replace", 2, "SIGINT", "before", "checkpoint.npz", 130, "resume"),
+    ("SIGTERM mid-training", "nres.training:Trainer.update_many", 3, "SIGTERM", "before", "", 143, "resume"),
+    ("SIGUSR1 mid-training", "nres.training:Trainer.update_many", 2, "SIGUSR1", "after", "", 138, "resume"),
+    ("SIGKILL during an evaluation", "nres.training:Trainer.evaluate", 3, "SIGKILL", "before", "", -9, "resume"),
+    ("SIGTERM during the final evaluation", "nres.training:Trainer.evaluate", 5, "SIGTERM", "before", "", 143,
+     "resume"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, target, nth, signame, when, match, code, then", FAULTS, ids=[f[0] for f in FAULTS])
+def test_interrupted_run_resumes_to_the_uninterrupted_one(reference, subprocess_env, tmp_path, name, target, nth,
+                                                          signame, when, match, code, then):
+    out = tmp_path / "run"
+    proc = inject(subprocess_env, target, nth, signame, when, ["train", *RUN, "--out", str(out)], match)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if code > 0:
+        assert proc.stderr.strip().splitlines()[-1].startswith("nres: "), proc.stderr
+    if then == "resume":
+        assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    else:
+        assert main(["train", *RUN, "--out", str(out)]) == 0
+    assert_same_run(out, reference)
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0  # resuming a finished run adds nothing
+    assert_same_run(out, reference)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_importing_jax_ends_cleanly(subprocess_env, tmp_path):
+    out = tmp_path / "never"
+    proc = inject(subprocess_env, "import:jax", 1, "SIGINT", "before", ["train", *RUN, "--out", str(out)])
+    assert proc.returncode == 130 and proc.stderr.strip().startswith("nres: aborted"), proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_while_the_first_trains(subprocess_env, tmp_path, capsys):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--iterations", "1000000",
+           "--checkpoint-every", "1000000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(rundir.read_metrics(out)) < 3:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        config = (out / rundir.CONFIG).read_bytes()
+        for argv in (["train", *TINY, "--out", str(out), "--overwrite"],
+                     ["train", "--resume", str(out), "--no-progress"],
+                     ["eval", str(out)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip()
+            assert err == (f"nres: error: {str(out)!r} is being trained by pid {proc.pid}; "
+                           "wait for it or stop it first"), err
+        assert (out / rundir.CONFIG).read_bytes() == config
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143 and "SIGTERM: stopped at update" in err, err
+    done = rundir.read_metrics(out)[-1]["iteration"]
+    # The lock died with its process: the run continues, and its rows are unique and sorted.
+    assert main(["train", "--resume", str(out), "--iterations", str(done + 2), "--no-progress"]) == 0
+    rows = rundir.read_metrics(out)
+    assert [r["iteration"] for r in rows if "train_loss" in r] == list(range(1, done + 3))
+    assert [r["iteration"] for r in rows] == sorted(r["iteration"] for r in rows)
+
+
+@contextlib.contextmanager
+def tmpfs(path: pathlib.Path, size: str):
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def remount(path: pathlib.Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_with_one_line_and_an_intact_checkpoint(tmp_path, capsys):
+    from nres.run import load_run
+
+    with tmpfs(tmp_path / "disk", "96k") as disk:
+        out = disk / "run"
+        code = main(["train", *TINY, "--iterations", "1000000", "--checkpoint-every", "25", "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1, err
+        assert err.startswith("nres: error: cannot write") and "No space left on device" in err, err
+        learner, counters = load_run(out).load_checkpoint()  # the previous checkpoint is intact
+        assert counters.iteration > 0 and np.all(np.isfinite(np.asarray(learner.theta)))
+        remount(disk, "size=8m")
+        total = counters.iteration + 3
+        assert main(["train", "--resume", str(out), "--iterations", str(total), "--no-progress"]) == 0
+        ref = tmp_path / "ref"
+        assert main(["train", *TINY, "--iterations", str(total), "--checkpoint-every", "25", "--out", str(ref)]) == 0
+        assert_same_run(out, ref)
+
+
+@pytest.mark.slow
+def test_a_read_only_disk_ends_with_one_line_and_changes_nothing(reference, tmp_path, capsys):
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        run = disk / "run"
+        shutil.copytree(reference, run)
+        remount(disk, "ro")
+        before = snapshot(run)
+        for argv in (["train", "--resume", str(run), "--iterations", "20", "--no-progress"],
+                     ["train", *RUN, "--out", str(disk / "new")],
+                     ["eval", str(run)],
+                     ["plot", str(run), "--out", str(disk / "cmp.png")]):
+            assert main(argv) == 1, argv
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "Read-only file system" in err, err
+            assert err.startswith("nres: error: cannot"), err
+        assert snapshot(run) == before
+
+
+def _corrupt(name: str, data: bytes | None = None, truncate: int | None = None):
+    def apply(run: pathlib.Path) -> None:
+        file = run / name
+        file.write_bytes(data if data is not None else file.read_bytes()[:truncate])
+    return apply
+
+
+def _wrong_theta_shape(run: pathlib.Path) -> None:
+    with np.load(run / rundir.THETAS) as data:
+        arrays = dict(data)
+    arrays["theta"] = np.zeros((len(arrays["iteration"]), 5), np.float32)
+    with open(run / rundir.THETAS, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _raising_task_module(run: pathlib.Path) -> None:
+    (run.parent / "nres_test_raising_task.py").write_text("raise RuntimeError('broken on purpose')\n")
+
+
+def _config_file(name: str, data: bytes):
+    def apply(run: pathlib.Path) -> None:
+        (run.parent / name).write_bytes(data)
+    return apply
+
+
+# (name, setup of the copied run directory RUN_DIR, argv with RUN_DIR/HERE placeholders, exit code, message)
+BAD_INPUTS = [
+    ("non-UTF-8 config.json (eval)", _corrupt("config.json", b"\xff\xfe{}"), ["eval", "RUN_DIR"], 2, "not UTF-8"),
+    ("non-UTF-8 config.json (resume)", _corrupt("config.json", b"\xff\xfe{}"), ["train", "--resume", "RUN_DIR"], 2,
+     "not UTF-8"),
+    ("non-UTF-8 metrics.jsonl (plot)", _corrupt("metrics.jsonl", b'{"iteration": 1}\n\xff\xff\n{"a": 1}\n'),
+     ["plot", "RUN_DIR", "--out", "HERE/c.png"], 2, "not UTF-8"),
+    ("non-UTF-8 metrics.jsonl (resume)", _corrupt("metrics.jsonl", b"\xff\xff\n"), ["train", "--resume", "RUN_DIR"],
+     2, "not UTF-8"),
+    ("truncated thetas.npz (eval)", _corrupt("thetas.npz", truncate=100), ["eval", "RUN_DIR"], 2, "is unreadable"),
+    ("truncated thetas.npz (resume --iterations)", _corrupt("thetas.npz", truncate=100),
+     ["train", "--resume", "RUN_DIR", "--iterations", "20"], 2, "is unreadable"),
+    ("truncated checkpoint.npz (resume --iterations)", _corrupt("checkpoint.npz", truncate=200),
+     ["train", "--resume", "RUN_DIR", "--iterations", "20"], 2, "is unreadable"),
+    ("malformed config.json (plot)", _corrupt("config.json", b"[1, 2]"), ["plot", "RUN_DIR", "--out", "HERE/c.png"],
+     2, "has no 'config' table"),
+    ("config.json without settings (plot)", _corrupt("config.json", b'{"config": {"seed": 1}}'),
+     ["plot", "RUN_DIR", "--out", "HERE/c.png"], 2, "unusable config"),
+    ("metrics row that is not a row", _corrupt("metrics.jsonl", b'[1]\n{"iteration": 1}\n'), ["eval", "RUN_DIR"], 2,
+     "not a row"),
+    ("thetas of the wrong shape (eval)", _wrong_theta_shape, ["eval", "RUN_DIR"], 2, "this run needs float32[13, 2]"),
+    ("a task module that raises on import", _raising_task_module,
+     ["train", "--task", "nres_test_raising_task:ENTRY", "--out", "HERE/new"], 2,
+     "raised RuntimeError: broken on purpose"),
+    ("--seed 2**70", None, ["train", *TINY, "--seed", str(2**70), "--out", "HERE/new"], 2, "must be in [0, 2**32 - 1]"),
+    ("--seed -1", None, ["train", *TINY, "--seed", "-1", "--out", "HERE/new"], 2, "must be in [0, 2**32 - 1]"),
+    ("binary config file", _config_file("bin.toml", bytes(range(256))), ["train", "--config", "HERE/bin.toml"], 2,
+     "not UTF-8"),
+    ("task = 5 in a config file", _config_file("five.toml", b"task = 5\n"), ["train", "--config", "HERE/five.toml"],
+     2, "'task' must be a string"),
+    ("--config DIR", None, ["train", "--config", "HERE"], 2, "is a directory"),
+    ("nres plot --out EXISTING_FILE/x.png", _config_file("afile", b"x"),
+     ["plot", "RUN_DIR", "--out", "HERE/afile/x.png"], 2, "is a file"),
+    ("nres plot --metric bogus", None, ["plot", "RUN_DIR", "--metric", "bogus", "--out", "HERE/c.png"], 2,
+     "metrics present: grad_norm"),
+    ("--task rl --estimator bptt", None, ["train", "--task", "rl", "--estimator", "bptt", "--out", "HERE/new"], 2,
+     "has no derivatives"),
+    ("--out holding a run", None, ["train", *RUN, "--out", "RUN_DIR"], 2, "already holds a run"),
+    ("--resume of a non-run", None, ["train", "--resume", "HERE/nothing"], 2, "is not a run directory"),
+]
+
+
+@pytest.mark.parametrize("name, setup, argv, code, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_one_line_and_changes_nothing(reference, tmp_path, monkeypatch, capsys, name, setup, argv,
+                                                   code, message):
+    if "rl" in argv:
+        pytest.importorskip("mujoco")
+    here = tmp_path / "here"
+    run = here / "run"
+    shutil.copytree(reference, run)
+    if setup:
+        setup(run)
+    monkeypatch.syspath_prepend(str(here))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    before = snapshot(here)
+    argv = [a.replace("RUN_DIR", str(run)).replace("HERE", str(here)) for a in argv]
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nres: error:") and len(err.splitlines()) == 1 and message in err, err
+    assert snapshot(here) == before
