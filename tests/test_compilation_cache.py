@@ -3,7 +3,6 @@ runs with it (cold or warm) and without it give identical metrics."""
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -52,14 +51,18 @@ def _rows(path):
 @pytest.mark.slow
 def test_cache_cold_warm_and_off_give_identical_metrics(tmp_path):
     cache = tmp_path / "cache"
-    assert main(["train", *TINY, "--out", str(tmp_path / "cold"), "--compilation-cache", str(cache)]) == 0
-    entries = sorted(os.listdir(cache))
-    assert any("chunk" in name for name in entries) and any("init" in name for name in entries)
-    for name, setting in (("warm", str(cache)), ("off", "off")):  # fresh processes: nothing in memory
+
+    def train(name, setting):  # a fresh process: nothing compiled in memory
         cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--out", str(tmp_path / name),
                "--compilation-cache", setting]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
+
+    train("cold", str(cache))
+    entries = sorted(os.listdir(cache))
+    assert any("chunk" in name for name in entries) and any("init" in name for name in entries)
+    train("warm", str(cache))
+    train("off", "off")
     assert sorted(os.listdir(cache)) == entries, "the warm run compiled programs the cold run had cached"
     cold = _rows(tmp_path / "cold")
     assert len([r for r in cold if "train_loss" in r]) == 12

@@ -126,7 +126,7 @@ def test_corrupt_or_malicious_cifar_batches_are_refused(tmp_path):
         load_dataset("cifar10", str(tmp_path))
     with open(folder / "data_batch_3", "wb") as f:
         pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": print}, f)
-    with pytest.raises(DatasetError, match="refusing to load builtins.print"):
+    with pytest.raises(DatasetError, match=r"refusing to load \S*print"):
         load_dataset("cifar10", str(tmp_path))
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from nres.cli import main
 from nres.config import resolve_config

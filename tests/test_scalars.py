@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import nres
-from nres.estimators.scalars import WindowScalars, pair_noise, scalar_bytes
+from nres.estimators.scalars import pair_noise, scalar_bytes
 from nres.particles import map_particle_axis
 
 N, W, SIGMA, WINDOWS = 6, 4, 0.1, 12

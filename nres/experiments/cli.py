@@ -12,7 +12,7 @@ import os
 import pathlib
 import platform
 import signal
-from typing import Optional, Sequence
+from typing import Sequence
 
 from nres import rundir
 from nres.checkpoint import atomic_write
