@@ -18,14 +18,8 @@ from typing import Sequence
 import jax
 
 from nres.config import TrainConfig
-from nres.task import Task
+from nres.task import Task, theta_size
 from nres.tasks import get_task_entry
-
-
-def theta_size(task: Task) -> int:
-    """``d``: the number of scalars in ``theta`` (no compilation; shapes only)."""
-    shapes = jax.eval_shape(task.init_theta, jax.random.PRNGKey(0))
-    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
 
 
 def resolved_config(config: TrainConfig, task: Task) -> TrainConfig:

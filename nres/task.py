@@ -28,6 +28,7 @@ function must be a pure JAX function of its arguments.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
@@ -135,3 +136,9 @@ def check_shapes(task: Task) -> None:
         _CHECKED.add(task)
     except TypeError:
         pass
+
+
+def theta_size(task: Task) -> int:
+    """``d``: the number of scalars in ``theta`` (shapes only; nothing runs or compiles)."""
+    shapes = jax.eval_shape(task.init_theta, jax.random.PRNGKey(0))
+    return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))

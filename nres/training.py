@@ -9,7 +9,6 @@ non-finite, leaves both untouched and is counted as skipped).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, NamedTuple
 
@@ -23,7 +22,7 @@ from nres.config import ConfigError, TrainConfig
 from nres.engines import EngineOptions, make_engine
 from nres.estimators import ES_ESTIMATORS, make_estimator
 from nres.particles import episode_losses, map_particle_axis
-from nres.task import Task
+from nres.task import Task, theta_size
 from nres.tasks import get_task_entry
 from nres.tree import PyTree, tree_all_finite, tree_norm
 
@@ -121,8 +120,7 @@ class Trainer:
         self.estimator = build_estimator(config, self.task)
         self.optimizer = make_optimizer(config)
         self._init = jax.jit(self._init_fn)
-        theta_shape = jax.eval_shape(self.task.init_theta, jax.random.PRNGKey(0))
-        size = max(1, sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(theta_shape)))
+        size = max(1, theta_size(self.task))
         # Updates per compiled call: bounded so the per-update theta buffer stays <= 64 MiB.
         self.max_chunk = int(min(MAX_UPDATES_PER_CALL, max(1, 2**24 // size)))
         self.engine = make_engine(self, engine or EngineOptions())
