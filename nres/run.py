@@ -204,14 +204,16 @@ class Run:
         finally:
             bar.close()
             tensorboard.close()
-        self.plot()
-        reason = divergence(rundir.read_metrics(self.path))
+        rows = rundir.read_metrics(self.path)
+        self.plot(rows)
+        reason = divergence(rows)
         if reason:
             raise RunStopped(f"diverged: {reason} (lower --lr or --sigma); results in {self.path}", EXIT_DIVERGED)
         return counters
 
-    def plot(self) -> None:
-        rows = rundir.read_metrics(self.path)
+    def plot(self, rows: Optional[list[dict]] = None) -> None:
+        """Draw ``curves.png`` from ``rows`` (default: read ``metrics.jsonl``)."""
+        rows = rundir.read_metrics(self.path) if rows is None else rows
         if rows:
             plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
 
