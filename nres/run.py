@@ -21,7 +21,7 @@ from nres.estimators import ES_ESTIMATORS
 from nres.interrupts import deferred_stop, exit_code
 from nres.plotting import plot_run_curves, run_label
 from nres.progress import progress, track
-from nres.training import Counters, Learner, Trainer
+from nres.training import Counters, Learner, Steps, Trainer
 
 
 class RunStopped(RuntimeError):
@@ -47,12 +47,16 @@ def _counter_values(counters: Counters) -> dict:
     }
 
 
-def _train_row(counters: Counters, info) -> dict:
-    row = {**_counter_values(counters), "train_loss": float(info.train_loss), "grad_norm": float(info.grad_norm)}
-    if not bool(info.applied):
-        row["skipped_nonfinite"] = True
-        row["nonfinite_particles"] = int(info.num_nonfinite)
-    return row
+def _train_rows(steps: Steps) -> list[dict]:
+    """The metrics rows of a chunk's updates (one per update)."""
+    info = steps.info
+    columns = zip(steps.iteration.tolist(), np.round(steps.wall_time_s, 6).tolist(), steps.total_env_steps.tolist(),
+                  steps.sequential_steps.tolist(), info.train_loss.tolist(), info.grad_norm.tolist())
+    rows = [{"iteration": i, "wall_time_s": w, "total_env_steps": e, "sequential_steps": s, "train_loss": loss,
+             "grad_norm": g} for i, w, e, s, loss, g in columns]
+    for k in np.flatnonzero(~info.applied).tolist():
+        rows[k].update(skipped_nonfinite=True, nonfinite_particles=int(info.num_nonfinite[k]))
+    return rows
 
 
 def divergence(rows: list[dict]) -> Optional[str]:
@@ -161,38 +165,47 @@ class Run:
                     evaluate(learner, counters)  # the starting point of the test curve
                 if not resumed:
                     checkpoint(learner, counters)
-                pacer = _Pacer(self.trainer.max_chunk)
-                while counters.iteration < config.iterations:
+                # Pipelined: chunk k + 1 is launched before chunk k is collected, so the
+                # host logs chunk k while the device computes chunk k + 1.
+                pacer, trainer = _Pacer(self.trainer.max_chunk), self.trainer
+                pending, planned, collected = None, counters.iteration, None
+                while pending is not None or planned < config.iterations:
                     stop_if_asked()
-                    count = min(pacer.count(), config.iterations - counters.iteration,
-                                _to_boundary(counters.iteration, config.checkpoint_every),
-                                _to_boundary(counters.iteration, config.eval_every))
-                    started = time.perf_counter()
-                    learner, steps = self.trainer.update_many(learner, counters, count)
-                    pacer.observe(count, time.perf_counter() - started)
-                    rows = []
-                    for counters, info, theta in steps:
-                        rows.append(row := _train_row(counters, info))
-                        if counters.consecutive_nonfinite == 0:
-                            thetas.append(counters.iteration, theta)
-                        elif counters.consecutive_nonfinite >= config.max_nonfinite:
-                            log(rows, "train")
+                    launched = None
+                    if planned < config.iterations:
+                        count = min(pacer.count(), config.iterations - planned,
+                                    _to_boundary(planned, config.checkpoint_every),
+                                    _to_boundary(planned, config.eval_every))
+                        launched = trainer.launch(pending.learner if pending else learner, count)
+                        planned += count
+                    if pending is not None:
+                        before = counters
+                        learner, steps = trainer.collect(pending, counters, since=collected)
+                        collected, counters = time.perf_counter(), steps.counters
+                        pacer.observe(pending.count, counters.wall_time_s - before.wall_time_s)
+                        rows, streak = _train_rows(steps), steps.consecutive_nonfinite
+                        stop_at = np.flatnonzero(streak >= config.max_nonfinite)
+                        end = int(stop_at[0]) + 1 if stop_at.size else len(rows)
+                        good = np.flatnonzero(streak[:end] == 0)
+                        thetas.extend(steps.iteration[good], jax.tree_util.tree_map(lambda x: x[good], steps.theta))
+                        log(rows[:end], "train")
+                        if stop_at.size:
                             checkpoint(*last_good)
                             raise RunStopped(
-                                f"stopped: {counters.consecutive_nonfinite} consecutive windows were non-finite "
+                                f"stopped: {int(streak[end - 1])} consecutive windows were non-finite "
                                 f"(losses, gradient or update; lower --lr or --sigma); last good checkpoint is "
                                 f"at update {last_good[1].iteration} in {self.path}",
                                 EXIT_DIVERGED,
                             )
-                    log(rows, "train")
-                    if config.eval_every and counters.iteration % config.eval_every == 0:
-                        evaluate(learner, counters)
-                    if counters.consecutive_nonfinite == 0:  # a consistent, good state to resume from
-                        last_good = (learner, counters)
-                        if counters.iteration % config.checkpoint_every == 0:
-                            checkpoint(learner, counters)
-                    bar.update(len(steps))
-                    bar.set_postfix(loss=f"{row['train_loss']:.4g}", refresh=False)
+                        if config.eval_every and counters.iteration % config.eval_every == 0:
+                            evaluate(learner, counters)
+                        if counters.consecutive_nonfinite == 0:  # a consistent, good state to resume from
+                            last_good = (learner, counters)
+                            if counters.iteration % config.checkpoint_every == 0:
+                                checkpoint(learner, counters)
+                        bar.update(len(rows))
+                        bar.set_postfix(loss=f"{rows[-1]['train_loss']:.4g}", refresh=False)
+                    pending = launched
                 stop_if_asked()
                 checkpoint(*last_good)
                 if config.eval_at_end:

@@ -142,7 +142,10 @@ def json_row(row: dict) -> str:
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         row = {**{k: (None if k in bad else v) for k, v in row.items()}, "nonfinite": bad}
-    return json.dumps(row, allow_nan=False) + "\n"
+    return _JSON.encode(row) + "\n"
+
+
+_JSON = json.JSONEncoder(allow_nan=False)  # built once: json.dumps(..., allow_nan=False) builds one per call
 
 
 def tidy_rows(rows: Iterable[dict]) -> list[dict]:
@@ -238,45 +241,54 @@ def write_config(path: pathlib.Path, config: dict, facts: dict | None = None) ->
     atomic_write(path / CONFIG, lambda h: h.write(text), mode="w")
 
 
-def _theta_arrays(thetas: list[PyTree]) -> dict[str, np.ndarray]:
-    stacked = jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *thetas)
+def _theta_arrays(stacked: PyTree) -> dict[str, np.ndarray]:
+    """The npz arrays of a stacked theta (leaves ``[M, ...]``): ``theta`` or ``theta/<path>``."""
     flat = jax.tree_util.tree_flatten_with_path(stacked)[0]
     if len(flat) == 1 and not flat[0][0]:
-        return {"theta": flat[0][1]}
-    return {"theta/" + jax.tree_util.keystr(key).strip("[]'.").replace("']['", "/"): leaf for key, leaf in flat}
+        return {"theta": np.asarray(flat[0][1])}
+    return {"theta/" + jax.tree_util.keystr(key).strip("[]'.").replace("']['", "/"): np.asarray(leaf)
+            for key, leaf in flat}
 
 
 class ThetaTrajectory:
     """The saved ``theta`` of every update, buffered in memory and flushed atomically
     (at checkpoints and at the end) to ``thetas.npz``.
 
-    Thetas already written are kept stacked, so a flush stacks only the new ones.
+    Thetas arrive in blocks (a chunk's updates at once); a flush stacks only the new ones.
     """
 
     def __init__(self, path: pathlib.Path):
         self.file = path / THETAS
         self.iterations: list[int] = []
-        self._pending: list[PyTree] = []
+        self._pending: list[dict[str, np.ndarray]] = []
         self._stacked: dict[str, np.ndarray] = {}
 
+    def extend(self, iterations, stacked: PyTree) -> None:
+        """Buffer the thetas of ``iterations`` ``[M]``: ``stacked`` has leaves ``[M, ...]``."""
+        iterations = np.asarray(iterations, np.int64).tolist()
+        if iterations:
+            self.iterations += iterations
+            self._pending.append(_theta_arrays(stacked))
+
     def append(self, iteration: int, theta: PyTree) -> None:
-        """Buffer one ``theta`` (host or device arrays; converted when flushed)."""
-        self.iterations.append(iteration)
-        self._pending.append(theta)
+        """Buffer one ``theta`` (host or device arrays)."""
+        self.extend([iteration], jax.tree_util.tree_map(lambda x: np.asarray(x)[None], theta))
 
     def truncate(self, iteration: int, template: PyTree) -> None:
         """Load the saved trajectory up to ``iteration`` (for a resumed run)."""
         iterations, thetas = load_thetas(self.file.parent, template)
         keep = [i for i, it in enumerate(iterations) if it <= iteration]
-        self.iterations = [int(iterations[i]) for i in keep]
-        self._pending, self._stacked = [thetas[i] for i in keep], {}
+        self.iterations, self._pending, self._stacked = [], [], {}
+        if keep:
+            stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[thetas[i] for i in keep])
+            self.extend(iterations[keep], stacked)
 
     def flush(self) -> None:
         if not self.iterations:
             return
         if self._pending:
-            new = _theta_arrays(self._pending)
-            self._stacked = {k: np.concatenate([self._stacked[k], v]) if self._stacked else v for k, v in new.items()}
+            blocks = ([self._stacked] if self._stacked else []) + self._pending
+            self._stacked = {k: np.concatenate([block[k] for block in blocks]) for k in blocks[0]}
             self._pending = []
         arrays = {"iteration": np.asarray(self.iterations, np.int64), **self._stacked}
         atomic_write(self.file, lambda h: np.savez(h, **arrays))
@@ -293,7 +305,7 @@ def load_thetas(path: str | pathlib.Path, template: PyTree) -> tuple[np.ndarray,
             leaves_by_name = {k: data[k] for k in data.files if k != "iteration"}
     except Exception as err:  # zip, key and format errors all mean an unreadable file
         raise RunDirError(f"{str(file)!r} is unreadable: {err}") from None
-    names = list(_theta_arrays([template]))
+    names = list(_theta_arrays(jax.tree_util.tree_map(lambda x: np.asarray(x)[None], template)))
     treedef = jax.tree_util.tree_structure(template)
     if iterations.ndim != 1 or set(names) != set(leaves_by_name):
         raise RunDirError(f"{str(file)!r} holds {sorted(leaves_by_name)}, this run's theta is {names}")

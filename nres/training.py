@@ -110,6 +110,48 @@ class Counters:
     nonfinite_windows: int = 0
 
 
+class PendingChunk(NamedTuple):
+    """A launched chunk of updates (:meth:`Trainer.launch`): device arrays, possibly still
+    being computed, as ``Trainer._chunk_fn`` returns them, its update count and launch time."""
+
+    learner: Learner
+    infos: UpdateInfo
+    thetas: PyTree
+    count: int
+    started: float
+
+
+class Steps(NamedTuple):
+    """The host results of a chunk's ``count`` updates, as columns (entry ``k`` = update ``k``).
+
+    ``iteration``, ``total_env_steps``, ``sequential_steps``, ``consecutive_nonfinite``:
+    int64 ``[count]``, the counters after each update; ``wall_time_s``: float64 ``[count]``
+    (seconds); ``info``: :class:`UpdateInfo` of ``[count]`` arrays; ``theta``: theta's tree
+    with leaves ``[count, ...]``; ``counters``: the :class:`Counters` after the last update.
+    """
+
+    iteration: np.ndarray
+    wall_time_s: np.ndarray
+    total_env_steps: np.ndarray
+    sequential_steps: np.ndarray
+    consecutive_nonfinite: np.ndarray
+    info: UpdateInfo
+    theta: PyTree
+    counters: Counters
+
+    def per_update(self) -> list[tuple[Counters, UpdateInfo, PyTree]]:
+        """One ``(counters, info, theta)`` per update (Python scalars in ``info``)."""
+        infos = UpdateInfo(*(field.tolist() for field in self.info))
+        out, nonfinite = [], self.counters.nonfinite_windows - int(np.sum(~self.info.applied))
+        for k in range(len(self.iteration)):
+            nonfinite += not infos.applied[k]
+            counters = Counters(int(self.iteration[k]), int(self.total_env_steps[k]), int(self.sequential_steps[k]),
+                                float(self.wall_time_s[k]), int(self.consecutive_nonfinite[k]), nonfinite)
+            out.append((counters, UpdateInfo(*(field[k] for field in infos)),
+                        jax.tree_util.tree_map(lambda x: x[k], self.theta)))
+        return out
+
+
 class Trainer:
     """Builds task, estimator and optimiser from a config; owns the update, which an
     engine (:mod:`nres.engines`: local, multi-process, Ray) executes."""
@@ -214,35 +256,60 @@ class Trainer:
 
         return jax.lax.fori_loop(0, count, body, (learner, info_buffer, theta_buffer))
 
+    def launch(self, learner: Learner, count: int) -> "PendingChunk":
+        """Start ``count`` updates in one compiled call (``1 <= count <= max_chunk``) and
+        return at once: the device computes while the host formats the previous chunk
+        (collect it with :meth:`collect`)."""
+        if not 1 <= count <= self.max_chunk:
+            raise ValueError(f"count must be in [1, {self.max_chunk}], got {count}")
+        started = time.perf_counter()
+        learner, infos, thetas = self.engine.run_chunk(learner, np.int32(count))
+        return PendingChunk(learner, infos, thetas, count, started)
+
+    def collect(self, chunk: "PendingChunk", counters: Counters, since: float | None = None
+                ) -> tuple[Learner, "Steps"]:
+        """Wait for a launched chunk; returns its learner and its :class:`Steps` on the host.
+
+        ``counters`` are those before the chunk. Its wall time runs from its launch (or
+        from ``since``, when the chunk waited behind an earlier one) to its results, and
+        is spread evenly over its updates.
+        """
+        count = chunk.count
+        infos, thetas = jax.device_get((chunk.infos, chunk.thetas))
+        elapsed = time.perf_counter() - max(chunk.started, since or 0.0)
+        info = UpdateInfo(*(np.asarray(field[:count]) for field in infos))
+        bad = ~info.applied
+        # consecutive non-finite windows: the run before this chunk, reset by every applied update
+        last_good = np.maximum.accumulate(np.where(bad, -1, np.arange(count)))
+        streak = np.where(last_good < 0, counters.consecutive_nonfinite + np.arange(1, count + 1),
+                          np.arange(count) - last_good)
+        steps_done = np.arange(1, count + 1)
+        steps = Steps(
+            iteration=counters.iteration + steps_done,
+            wall_time_s=counters.wall_time_s + elapsed * steps_done / count,
+            total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update * steps_done,
+            sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update * steps_done,
+            consecutive_nonfinite=streak,
+            info=info,
+            theta=jax.tree_util.tree_map(lambda x: x[:count], thetas),
+            counters=Counters(
+                iteration=counters.iteration + count,
+                total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update * count,
+                sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update * count,
+                wall_time_s=counters.wall_time_s + elapsed,
+                consecutive_nonfinite=int(streak[-1]),
+                nonfinite_windows=counters.nonfinite_windows + int(np.sum(bad)),
+            ),
+        )
+        return chunk.learner, steps
+
     def update_many(self, learner: Learner, counters: Counters, count: int) -> tuple[Learner, list]:
         """``count`` updates in one compiled call (``1 <= count <= max_chunk``).
 
         Returns the new learner and one ``(counters, info, theta)`` per update, on the host.
-        Wall time is measured per call and spread evenly over its updates.
         """
-        if not 1 <= count <= self.max_chunk:
-            raise ValueError(f"count must be in [1, {self.max_chunk}], got {count}")
-        start = time.perf_counter()
-        learner, infos, thetas = self.engine.run_chunk(learner, jnp.asarray(count, jnp.int32))
-        infos, thetas = jax.device_get((infos, thetas))
-        elapsed = time.perf_counter() - start
-        infos = UpdateInfo(*(field[:count].tolist() for field in infos))  # Python scalars, cheap per row
-        leaves, treedef = jax.tree_util.tree_flatten(thetas)
-        steps = []
-        for k in range(count):
-            info = UpdateInfo(*(field[k] for field in infos))
-            applied = bool(info.applied)
-            counters = dataclasses.replace(
-                counters,
-                iteration=counters.iteration + 1,
-                total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update,
-                sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update,
-                wall_time_s=counters.wall_time_s + elapsed / count,
-                consecutive_nonfinite=0 if applied else counters.consecutive_nonfinite + 1,
-                nonfinite_windows=counters.nonfinite_windows + (0 if applied else 1),
-            )
-            steps.append((counters, info, jax.tree_util.tree_unflatten(treedef, [x[k] for x in leaves])))
-        return learner, steps
+        learner, steps = self.collect(self.launch(learner, count), counters)
+        return learner, steps.per_update()
 
     def update(self, learner: Learner, counters: Counters) -> tuple[Learner, Counters, UpdateInfo]:
         """One update; returns new learner, new counters and host-side info."""
