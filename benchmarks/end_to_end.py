@@ -14,8 +14,8 @@ updates per jitted call, no logging, no checkpoints), each as its own process. P
   starts; the task's own test set has 10,000), and the time of the first one at or
   below 50 is taken from launch;
 * the logging ratio: the training loop of ``nres train`` (rows, metrics.jsonl,
-  TensorBoard, thetas) against the same compiled updates and checkpoints with no
-  logging, in one process, interleaved (the final plot, drawn once, is not included);
+  TensorBoard, thetas) against the same pipelined compiled chunks and checkpoints with
+  no logging, in one process, interleaved (the final plot, drawn once, is not included);
 * the window ratio: per update, the step-unlocked NRES update against the same update
   with every pair step-locked (same 2N particles, same W steps), in one process.
 
@@ -257,16 +257,23 @@ def logging_ratio(args) -> None:
 
     every = config.checkpoint_every
 
-    def without_logging():  # the same updates and checkpoints, no rows, TensorBoard or thetas
-        pacer, learner, counters = run_module._Pacer(template.trainer.max_chunk), learner0, counters0
-        while counters.iteration < updates:
-            count = min(pacer.count(), updates - counters.iteration, every - counters.iteration % every)
-            started = time.perf_counter()
-            learner, steps = template.trainer.update_many(learner, counters, count)
-            pacer.observe(count, time.perf_counter() - started)
-            counters = steps[-1][0]
-            if counters.iteration % every == 0:
-                template.save_checkpoint(learner, counters)
+    def without_logging():  # the same pipelined chunks and checkpoints; no rows, TensorBoard or thetas
+        trainer, learner, counters = template.trainer, learner0, counters0
+        pacer, pending, planned = run_module._Pacer(trainer.max_chunk), None, counters.iteration
+        while pending is not None or planned < updates:
+            launched = None
+            if planned < updates:
+                count = min(pacer.count(), updates - planned, every - planned % every)
+                launched = trainer.launch(pending.learner if pending else learner, count)
+                planned += count
+            if pending is not None:
+                before = counters.wall_time_s
+                learner, steps = trainer.collect(pending, counters)
+                counters = steps.counters
+                pacer.observe(pending.count, counters.wall_time_s - before)
+                if counters.iteration % every == 0:
+                    template.save_checkpoint(learner, counters)
+            pending = launched
         template.save_checkpoint(learner, counters)
 
     runs = []

@@ -42,6 +42,62 @@ def atomic_write(path: str | pathlib.Path, write: Callable[[Any], None], mode: s
         raise
 
 
+class BackgroundWriter:
+    """Runs file writes in submission order on one background thread.
+
+    Writing and fsyncing a checkpoint waits on the disk (milliseconds locally, much more
+    on a network file system); here training goes on meanwhile. Each job is atomic on
+    its own (:func:`atomic_write`), and jobs run in order, so the files on disk are
+    always those of some prefix of the submitted jobs. The first error a job raises is
+    raised again in the caller's thread by the next :meth:`submit` or by :meth:`wait`;
+    later jobs are dropped.
+    """
+
+    def __init__(self):
+        import queue
+        import threading
+
+        self._jobs: "queue.Queue" = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nres-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+                self._error = err
+            finally:
+                self._jobs.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        """Block until every submitted job has run; raise the first error of one."""
+        self._jobs.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Wait for the jobs and stop the thread (errors are raised as by :meth:`wait`)."""
+        try:
+            self.wait()
+        finally:
+            self._jobs.put(None)
+            self._thread.join()
+
+
 def save_pytree(path: str | pathlib.Path, tree: PyTree, metadata: dict) -> None:
     """Write the leaves of ``tree`` (any arrays) and ``metadata`` (JSON) atomically."""
     leaves = jax.tree_util.tree_leaves(jax.device_get(tree))

@@ -61,6 +61,8 @@ def enable(setting: Optional[str] = None) -> Optional[pathlib.Path]:
 
     if (path is not None, str(path)) != (jax.config.jax_enable_compilation_cache, jax.config.jax_compilation_cache_dir):
         compilation_cache.reset_cache()  # JAX decides once per process; a new setting starts over
+    global _active
+    _active = path
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
@@ -69,3 +71,134 @@ def enable(setting: Optional[str] = None) -> Optional[pathlib.Path]:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+# -- compiled programs stored whole ------------------------------------------------------
+# JAX's persistent cache is keyed on the lowered program, so even a cache hit first traces
+# and lowers it (for the default Lorenz run, about as long as the updates themselves).
+# `program` stores the compiled executable itself, keyed on everything that determines it
+# (the caller's description of the program, its argument shapes and shardings, nres's own
+# files, the versions of JAX and of the libraries programs are built from, the devices,
+# XLA_FLAGS and JAX's settings), and loads it without tracing.
+
+EXECUTABLES = "executables"  # subfolder of the cache directory
+_LIBRARIES = ("jax", "jaxlib", "optax", "numpy", "mujoco", "mujoco-mjx", "scikit-learn")
+_active: Optional[pathlib.Path] = None  # the directory `enable` chose
+
+
+def _source_digest() -> str:
+    """Digest of every file of the installed nres package (code and data)."""
+    import hashlib
+
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        digest, root = hashlib.sha256(), pathlib.Path(__file__).resolve().parent
+        for file in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
+        _SOURCE_DIGEST = digest.hexdigest()
+    return _SOURCE_DIGEST
+
+
+_SOURCE_DIGEST: Optional[str] = None
+
+
+def _environment() -> dict:
+    import importlib.metadata
+    import sys
+
+    import jax
+
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    settings = {k: repr(v) for k, v in sorted(jax.config.values.items())
+                if not any(word in k for word in ("cache", "log", "explain", "debug"))}
+    return {
+        "nres": _source_digest(), "python": sys.version, "versions": versions, "settings": settings,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "processes": jax.process_count(),
+        "devices": [(d.platform, d.device_kind, d.id) for d in jax.devices()],
+    }
+
+
+def _signature(args) -> tuple:
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return (str(treedef),) + tuple(
+        (tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", type(x).__name__)), str(getattr(x, "sharding", "")),
+         bool(getattr(x, "weak_type", False)))
+        for x in leaves
+    )
+
+
+def _compile_fresh(lowered):
+    """Compile without JAX's persistent cache: an executable JAX loaded from its cache
+    serializes incompletely (it fails with "Function ... not found" when loaded again)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        return lowered.compile()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+        compilation_cache.reset_cache()
+
+
+class Program:
+    """``jax.jit(fn)`` whose executable is kept in the cache directory between processes.
+
+    ``identity`` describes the program completely beside ``fn``'s code (e.g. the run's
+    resolved configuration), or is a function returning that description when first
+    called; ``None`` means it cannot be described, and the program is an ordinary
+    ``jax.jit``. One executable per distinct signature (argument tree, shapes, dtypes,
+    shardings).
+    """
+
+    def __init__(self, fn, identity):
+        import jax
+
+        self.fn, self.identity = fn, identity
+        self._jit = jax.jit(fn)
+        self._compiled: dict = {}
+
+    def __call__(self, *args):
+        if callable(self.identity):
+            self.identity = self.identity()
+        if _active is None or self.identity is None:
+            return self._jit(*args)
+        signature = _signature(args)
+        compiled = self._compiled.get(signature)
+        if compiled is None:
+            compiled = self._compiled[signature] = self._load_or_compile(signature, args)
+        return compiled(*args)
+
+    def _load_or_compile(self, signature, args):
+        import hashlib
+        import json
+        import pickle
+
+        from jax.experimental import serialize_executable
+
+        key = hashlib.sha256(json.dumps([self.identity, _environment(), signature], sort_keys=True,
+                                        default=repr).encode()).hexdigest()
+        file = _active / EXECUTABLES / f"{key}.bin"
+        try:
+            with open(file, "rb") as handle:
+                return serialize_executable.deserialize_and_load(*pickle.load(handle))
+        except Exception:  # missing, partly written by a killed process, or unreadable: compile
+            pass
+        compiled = _compile_fresh(self._jit.lower(*args))
+        try:
+            payload = pickle.dumps(serialize_executable.serialize(compiled))
+            file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = file.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_bytes(payload)
+            os.replace(temporary, file)
+        except Exception:  # an executable that cannot be stored (or a full disk) only costs the next start
+            pass
+        return compiled

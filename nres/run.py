@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from nres import rundir, run_info
-from nres.checkpoint import CheckpointError, load_pytree, save_pytree
+from nres.checkpoint import BackgroundWriter, CheckpointError, load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.engines import EngineOptions
 from nres.estimators import ES_ESTIMATORS
@@ -86,9 +86,12 @@ class Run:
         self.trainer = Trainer(config, engine=engine)
 
     # -- persistence -------------------------------------------------------------------
-    def save_checkpoint(self, learner: Learner, counters: Counters) -> None:
+    def save_checkpoint(self, learner: Learner, counters: Counters, writer: Optional[BackgroundWriter] = None) -> None:
+        """Write the checkpoint now, or with ``writer`` in the background (in order)."""
         learner = self.trainer.engine.host(learner)  # remote particle states gathered here
-        save_pytree(self.path / rundir.CHECKPOINT, learner, {"counters": dataclasses.asdict(counters)})
+        metadata = {"counters": dataclasses.asdict(counters)}
+        job = lambda: save_pytree(self.path / rundir.CHECKPOINT, learner, metadata)
+        writer.submit(job) if writer is not None else job()
 
     def load_checkpoint(self) -> tuple[Learner, Counters]:
         learner, metadata = load_pytree(self.path / rundir.CHECKPOINT, self.trainer.learner_template())
@@ -132,6 +135,7 @@ class Run:
         tensorboard = rundir.TensorBoardLog(self.path, purge_step=counters.iteration + 1 if resumed else None)
         bar = _progress_bar(config, counters.iteration, progress)
         last_good = (learner, counters)
+        writer = BackgroundWriter()  # thetas and checkpoints are written while training goes on
         try:
             with open(self.path / rundir.METRICS, "a") as metrics, deferred_stop() as stop:
 
@@ -149,8 +153,8 @@ class Run:
                         evaluated.add(counters.iteration)
 
                 def checkpoint(learner, counters):
-                    thetas.flush()
-                    self.save_checkpoint(learner, counters)
+                    thetas.flush(writer)  # first the thetas: a checkpoint never lacks its thetas
+                    self.save_checkpoint(learner, counters, writer)
 
                 def stop_if_asked():
                     if stop["signum"] is not None:
@@ -217,6 +221,7 @@ class Run:
         finally:
             bar.close()
             tensorboard.close()
+            writer.close()  # every checkpoint on disk before the run returns or stops
         rows = rundir.read_metrics(self.path)
         self.plot(rows)
         reason = divergence(rows)

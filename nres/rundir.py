@@ -283,7 +283,9 @@ class ThetaTrajectory:
             stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[thetas[i] for i in keep])
             self.extend(iterations[keep], stacked)
 
-    def flush(self) -> None:
+    def flush(self, writer=None) -> None:
+        """Write the trajectory (``writer``: a :class:`nres.checkpoint.BackgroundWriter`
+        that writes the file later; the arrays are taken now)."""
         if not self.iterations:
             return
         if self._pending:
@@ -291,7 +293,8 @@ class ThetaTrajectory:
             self._stacked = {k: np.concatenate([block[k] for block in blocks]) for k in blocks[0]}
             self._pending = []
         arrays = {"iteration": np.asarray(self.iterations, np.int64), **self._stacked}
-        atomic_write(self.file, lambda h: np.savez(h, **arrays))
+        job = lambda: atomic_write(self.file, lambda h: np.savez(h, **arrays))
+        writer.submit(job) if writer is not None else job()
 
 
 def load_thetas(path: str | pathlib.Path, template: PyTree) -> tuple[np.ndarray, list[PyTree]]:

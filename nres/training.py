@@ -18,7 +18,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import optax
 
-from nres.config import ConfigError, TrainConfig
+from nres.compilation_cache import Program
+from nres.config import ConfigError, TrainConfig, config_to_dict
 from nres.engines import EngineOptions, make_engine
 from nres.estimators import ES_ESTIMATORS, make_estimator
 from nres.particles import episode_losses, map_particle_axis
@@ -161,11 +162,26 @@ class Trainer:
         self.task = task if task is not None else build_task(config)
         self.estimator = build_estimator(config, self.task)
         self.optimizer = make_optimizer(config)
-        self._init = jax.jit(self._init_fn)
+        self._own_task = task is None
+        self._init = Program(self._init_fn, lambda: self.program_identity("init"))
         size = max(1, theta_size(self.task))
         # Updates per compiled call: bounded so the per-update theta buffer stays <= 64 MiB.
         self.max_chunk = int(min(MAX_UPDATES_PER_CALL, max(1, 2**24 // size)))
         self.engine = make_engine(self, engine or EngineOptions())
+
+    def program_identity(self, name: str) -> dict | None:
+        """What determines this trainer's compiled program ``name`` beside nres's code (for
+        :class:`nres.compilation_cache.Program`): the resolved config, the estimator's
+        settings, and the task's data where it reads files. None (never stored) for a task
+        built outside the config or from a module of your own, whose code nres cannot
+        fingerprint."""
+        if not self._own_task or ":" in self.config.task:
+            return None
+        entry = get_task_entry(self.config.task)
+        data = entry.fingerprint(self.config.task_options) if entry.fingerprint else None
+        estimator = {f.name: repr(getattr(self.estimator, f.name)) for f in dataclasses.fields(self.estimator)
+                     if f.name != "task"}
+        return {"program": name, "config": config_to_dict(self.config), "estimator": estimator, "data": data}
 
     def _init_fn(self, key: jax.Array) -> Learner:
         k_theta, k_est = jax.random.split(key)

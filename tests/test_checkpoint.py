@@ -56,3 +56,24 @@ def test_crash_while_writing_keeps_the_old_file(tmp_path):
         atomic_write(path, explode)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["ck.npz"]  # no temporary left behind
+
+
+def test_background_writes_run_in_order_and_errors_reach_the_caller(tmp_path):
+    from nres.checkpoint import BackgroundWriter, atomic_write
+
+    writer = BackgroundWriter()
+    done = []
+    for i in range(20):
+        writer.submit(lambda i=i: (atomic_write(tmp_path / "f", lambda h: h.write(str(i).encode())), done.append(i)))
+    writer.wait()
+    assert done == list(range(20)) and (tmp_path / "f").read_text() == "19"
+
+    def full_disk():
+        raise OSError(28, "No space left on device", str(tmp_path / "f"))
+
+    writer.submit(full_disk)
+    writer.submit(lambda: done.append("after the error"))  # dropped: files stay those of a prefix of the jobs
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+    assert done[-1] == 19
+    writer.close()

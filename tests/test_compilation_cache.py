@@ -60,12 +60,76 @@ def test_cache_cold_warm_and_off_give_identical_metrics(tmp_path):
 
     train("cold", str(cache))
     entries = sorted(os.listdir(cache))
-    assert any("chunk" in name for name in entries) and any("init" in name for name in entries)
+    programs = sorted(os.listdir(cache / compilation_cache.EXECUTABLES))  # the init and the update chunk
+    assert len(programs) == 2, programs
     train("warm", str(cache))
     train("off", "off")
     assert sorted(os.listdir(cache)) == entries, "the warm run compiled programs the cold run had cached"
+    assert sorted(os.listdir(cache / compilation_cache.EXECUTABLES)) == programs
     cold = _rows(tmp_path / "cold")
     assert len([r for r in cold if "train_loss" in r]) == 12
     assert _rows(tmp_path / "warm") == cold and _rows(tmp_path / "off") == cold
     assert json.loads((tmp_path / "off" / "config.json").read_text())["config"] == \
         json.loads((tmp_path / "cold" / "config.json").read_text())["config"]
+
+
+@pytest.fixture
+def stored(tmp_path):
+    """The cache on in ``tmp_path`` for this test; the session's setting afterwards."""
+    compilation_cache.enable(str(tmp_path))
+    yield tmp_path / compilation_cache.EXECUTABLES
+    compilation_cache.enable()
+
+
+def _counting(traces):
+    import jax.numpy as jnp
+
+    def fn(x, n):
+        traces.append(1)  # runs only while JAX traces fn
+        return jnp.cumsum(x) * n
+
+    return fn
+
+
+def test_a_stored_program_is_loaded_without_tracing(stored):
+    import numpy as np
+
+    traces = []
+    x = np.arange(5, dtype=np.float32)
+    first = compilation_cache.Program(_counting(traces), {"program": "cumsum"})(x, np.int32(3))
+    assert len(traces) == 1 and len(os.listdir(stored)) == 1
+    again = compilation_cache.Program(_counting(traces), {"program": "cumsum"})(x, np.int32(3))
+    assert len(traces) == 1, "a second process-like Program traced instead of loading the stored executable"
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(first))
+    # another identity or another argument shape is another program
+    compilation_cache.Program(_counting(traces), {"program": "other"})(x, np.int32(3))
+    compilation_cache.Program(_counting(traces), {"program": "cumsum"})(np.ones(4, np.float32), np.int32(3))
+    assert len(traces) == 3 and len(os.listdir(stored)) == 3
+
+
+def test_unreadable_or_unnamed_programs_are_compiled(stored):
+    import numpy as np
+
+    traces = []
+    x = np.arange(3, dtype=np.float32)
+    compilation_cache.Program(_counting(traces), {"program": "p"})(x, np.int32(2))
+    (file,) = stored.iterdir()
+    file.write_bytes(b"half a file")  # e.g. a disk that filled up mid-write
+    out = compilation_cache.Program(_counting(traces), {"program": "p"})(x, np.int32(2))
+    assert len(traces) == 2 and np.asarray(out).tolist() == [0.0, 2.0, 6.0]
+    assert file.read_bytes() != b"half a file"  # stored again
+    compilation_cache.Program(_counting(traces), None)(x, np.int32(2))  # None: never stored
+    assert len(traces) == 3 and len(os.listdir(stored)) == 1
+
+
+def test_programs_are_not_stored_with_the_cache_off(tmp_path):
+    import numpy as np
+
+    compilation_cache.enable("off")
+    try:
+        traces = []
+        for _ in range(2):
+            compilation_cache.Program(_counting(traces), {"program": "q"})(np.ones(2, np.float32), np.int32(1))
+        assert len(traces) == 2
+    finally:
+        compilation_cache.enable()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import jax
+from nres.compilation_cache import Program
 
 
 class LocalEngine:
@@ -13,7 +13,8 @@ class LocalEngine:
 
     def __init__(self, trainer):
         self.trainer = trainer
-        self._chunk = jax.jit(trainer._chunk_fn)
+        # stored whole in the compilation cache: a later run loads it without tracing
+        self._chunk = Program(trainer._chunk_fn, lambda: trainer.program_identity("chunk"))
 
     def place(self, learner):
         return self.trainer.place(learner)

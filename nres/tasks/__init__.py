@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from nres.task import Task
 
@@ -29,6 +29,10 @@ class TaskEntry:
       training_defaults: settings of ``nres train`` this task changes from the global
         defaults (e.g. the paper's ``num_particles``, ``sigma``, ``lr`` for it).
       description: one line for ``--help``.
+      fingerprint: ``task options -> JSON-able value`` that changes whenever the data
+        files the task reads change (e.g. their sizes and modification times); None for
+        tasks whose programs follow from their options and nres's code alone. Compiled
+        programs are stored under it (:mod:`nres.compilation_cache`).
     """
 
     name: str
@@ -36,6 +40,7 @@ class TaskEntry:
     build: Callable[[Any], Task]
     training_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
+    fingerprint: Optional[Callable[[Mapping[str, Any]], Any]] = None
 
 
 _MODULES = {

@@ -10,6 +10,14 @@ momentum and Adam with tuned learning rates on the same inner problem for compar
 from nres.tasks import TaskEntry
 from nres.tasks.lopt.task import LoptConfig, build_problem, make_lopt_task
 
+def _data_files(options) -> list:
+    """The dataset files the task reads (their sizes and times), for stored compiled programs."""
+    from nres.tasks.lopt.datasets import files_fingerprint
+
+    defaults = LoptConfig()
+    return files_fingerprint(options.get("dataset", defaults.dataset), options.get("data_dir", defaults.data_dir))
+
+
 ENTRY = TaskEntry(
     name="lopt",
     config_cls=LoptConfig,
@@ -28,6 +36,7 @@ ENTRY = TaskEntry(
         "checkpoint_every": 50,
     },
     description="learned-optimizer meta-training, theta = per-parameter MLP (d = 1762)",
+    fingerprint=_data_files,
 )
 
 __all__ = ["ENTRY", "LoptConfig", "build_problem", "make_lopt_task"]

@@ -226,6 +226,19 @@ def resize_images(images: np.ndarray, size: int, chunk: int = 8192) -> np.ndarra
     return np.clip(np.round(np.concatenate(out)), 0, 255).astype(np.uint8)
 
 
+def files_fingerprint(name: str, data_dir: str = "") -> list:
+    """``[(file, size, modification time ns)]`` of the files dataset ``name`` reads
+    (empty for ``digits``, which comes with scikit-learn): it changes when they do."""
+    if name == "fashion_mnist":
+        folder = resolve_data_dir(data_dir) / FASHION_MNIST_DIR
+    elif name == "cifar10":
+        folder = resolve_data_dir(data_dir) / CIFAR10_DIR
+    else:
+        return []
+    files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
 def load_dataset(name: str, data_dir: str = "", image_size: int = 8) -> ImageDataset:
     """Load ``name`` (one of :data:`DATASETS`) resized to ``image_size`` and split 80/20/test."""
     if name not in DATASETS:
