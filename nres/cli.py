@@ -250,7 +250,7 @@ def cmd_train(argv: Sequence[str]) -> int:
     from nres import rundir
     from nres.run_info import summary
 
-    result = summary(rundir.read_metrics(path))
+    result = summary(rundir.read_metrics(path, having="test_loss"))  # the evaluation rows
     if result:
         print(result)
     print(f"done: results in {path}/ (metrics.jsonl, curves.png, thetas.npz, tensorboard/)")

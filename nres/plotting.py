@@ -26,6 +26,12 @@ X_AXES = {
 SMOOTHING_POINTS = 50  # the moving average spans about len(curve) / SMOOTHING_POINTS points
 
 
+def save(fig, out: str | pathlib.Path) -> None:
+    """Write ``fig`` as a PNG at 100 dpi with fast compression (zlib level 1: about a
+    third of the encoding time of the default level 6, for a file about 10% larger)."""
+    fig.savefig(out, dpi=100, pil_kwargs={"compress_level": 1})
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only Agg back end (imported on first use)."""
     import matplotlib
@@ -104,7 +110,7 @@ def _draw_train(ax, xs, ys, color=None, label="train loss"):
 def plot_run_curves(rows: list[dict], out: str | pathlib.Path, title: str = "") -> None:
     """Train (raw and smoothed) and test loss against updates, total env steps and wall-clock."""
     fig = run_curves_figure(rows, title)
-    fig.savefig(out, dpi=100)
+    save(fig, out)
     pyplot().close(fig)
 
 
@@ -182,6 +188,6 @@ def plot_comparison(
     if curves:
         ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.97)
-    fig.savefig(out, dpi=100)
+    save(fig, out)
     plt.close(fig)
     return curves

@@ -117,11 +117,14 @@ def is_eval_row(row: dict) -> bool:
     return "train_loss" not in row
 
 
-def read_metrics(path: str | pathlib.Path) -> list[dict]:
+def read_metrics(path: str | pathlib.Path, having: str | None = None) -> list[dict]:
+    """The rows of ``metrics.jsonl`` (``having``: only those with that key, the others
+    not even parsed)."""
     file = pathlib.Path(path) / METRICS
     if not file.is_file():
         return []
-    lines = [line for line in _read_text(file).splitlines() if line.strip()]
+    wanted = None if having is None else json.dumps(having) + ":"
+    lines = [line for line in _read_text(file).splitlines() if line.strip() and (wanted is None or wanted in line)]
     rows = []
     for number, line in enumerate(lines, start=1):
         try:

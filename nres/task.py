@@ -140,5 +140,5 @@ def check_shapes(task: Task) -> None:
 
 def theta_size(task: Task) -> int:
     """``d``: the number of scalars in ``theta`` (shapes only; nothing runs or compiles)."""
-    shapes = jax.eval_shape(task.init_theta, jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(task.init_theta, jax.ShapeDtypeStruct((2,), jnp.uint32))
     return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))

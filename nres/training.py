@@ -80,6 +80,14 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
 
 
+def seed_key(seed: int):
+    """``jax.random.PRNGKey(seed)``, built on the host when that is exact (no program runs
+    for it): the default threefry key of a seed in ``[0, 2**32)`` is ``[0, seed]``."""
+    if jax.config.jax_default_prng_impl != "threefry2x32" or not 0 <= seed < 2**32:
+        return jax.random.PRNGKey(seed)
+    return np.asarray([0, seed], np.uint32)
+
+
 MAX_UPDATES_PER_CALL = 100
 EVAL_EPISODES = 8  # held-out episodes of the default evaluation (tasks without ``evaluate``)
 
@@ -191,7 +199,7 @@ class Trainer:
     def init(self) -> tuple[Learner, Counters]:
         """Fresh learner (burn-in included) and counters at iteration 0."""
         start = time.perf_counter()
-        learner = self._init(jax.random.PRNGKey(self.config.seed))
+        learner = self._init(seed_key(self.config.seed))
         counters = Counters(total_env_steps=self.estimator.burn_in_env_steps(learner.estimator_state))
         learner = self.engine.place(learner)
         jax.block_until_ready((learner.theta, learner.opt_state))
@@ -228,7 +236,7 @@ class Trainer:
 
     def learner_template(self) -> Learner:
         """Shapes and dtypes of a learner, without running the burn-in."""
-        return jax.eval_shape(self._init_fn, jax.random.PRNGKey(self.config.seed))
+        return jax.eval_shape(self._init_fn, seed_key(self.config.seed))
 
     def _update_fn(self, learner: Learner, estimate=None) -> tuple[Learner, UpdateInfo]:
         """One update; ``estimate(state, theta) -> (grad, state, info)`` defaults to the
@@ -346,5 +354,5 @@ class Trainer:
                     losses = jax.vmap(lambda k: episode_losses(self.task, theta, k))(keys)
                     return {"test_loss": jnp.mean(losses)}
             self._evaluate = jax.jit(evaluate)
-        metrics = self._evaluate(theta, jax.random.PRNGKey(self.config.seed + 1))
+        metrics = self._evaluate(theta, seed_key(self.config.seed + 1))
         return {k: float(v) for k, v in jax.device_get(metrics).items()}

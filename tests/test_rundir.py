@@ -101,3 +101,11 @@ def test_run_lock_is_exclusive_across_processes_and_cleans_temporary_files(tmp_p
         holder.wait()
     with rundir.RunLock(tmp_path):  # the lock died with its holder (SIGKILL)
         assert (tmp_path / rundir.LOCK).read_text().strip() == str(__import__("os").getpid())
+
+
+def test_read_metrics_can_keep_only_rows_with_a_key(tmp_path):
+    rows = [{"iteration": 1, "train_loss": 2.0}, {"iteration": 1, "test_loss": 3.5}, {"iteration": 2, "train_loss": 1.0}]
+    rundir.write_metrics(tmp_path, rows)
+    assert rundir.read_metrics(tmp_path) == rows
+    assert rundir.read_metrics(tmp_path, having="test_loss") == [rows[1]]
+    assert rundir.read_metrics(tmp_path, having="missing") == []

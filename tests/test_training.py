@@ -133,3 +133,12 @@ def test_update_that_would_make_theta_or_optimizer_state_nonfinite_is_not_applie
     assert counters.nonfinite_windows == 1
     for got, want in zip(jax.tree_util.tree_leaves(learner[:2]), jax.tree_util.tree_leaves(before[:2])):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**31 - 1, 2**31, 2**32 - 1])
+def test_seed_key_is_jax_prng_key(seed):
+    from nres.training import seed_key
+
+    key = seed_key(seed)
+    assert np.asarray(key).dtype == np.uint32
+    np.testing.assert_array_equal(np.asarray(key), np.asarray(jax.random.PRNGKey(seed)))

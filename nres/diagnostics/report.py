@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import pathlib
 
+from nres import plotting
+
 
 def _number(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
@@ -34,9 +36,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _pyplot():
-    from nres.plotting import pyplot
-
-    return pyplot()
+    return plotting.pyplot()
 
 
 def _positive(x) -> bool:
@@ -97,5 +97,5 @@ def plot_variance(rows: list[dict], out: str | pathlib.Path, title: str = "") ->
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    plotting.save(fig, out)
     plt.close(fig)

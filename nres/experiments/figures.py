@@ -23,6 +23,7 @@ import numpy as np
 
 from nres.experiments.summary import AXES
 from nres.plotting import pyplot as _pyplot
+from nres.plotting import save
 
 # two-sided 95% Student-t quantiles, degrees of freedom 1..30
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -132,13 +133,13 @@ def plot_comparison(methods: Sequence[Mapping], out_dir: str | pathlib.Path, met
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=100)
+        save(fig, out_dir / name)
         plt.close(fig)
         drawn["comparison.png"] = _draw(ax_all, methods, axis, metric, log, reference)
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=8)
     fig_all.suptitle(title)
     fig_all.tight_layout()
-    fig_all.savefig(out_dir / "comparison.png", dpi=100)
+    save(fig_all, out_dir / "comparison.png")
     plt.close(fig_all)
     return drawn

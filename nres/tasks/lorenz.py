@@ -19,6 +19,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nres.task import Task
 from nres.tasks import TaskEntry
@@ -106,9 +107,10 @@ def make_lorenz_task(config: LorenzConfig = LorenzConfig()) -> Task:
 
     @functools.cache
     def z_truth() -> jax.Array:
-        with jax.ensure_compile_time_eval():  # a constant of the traced programs, computed in one program
-            theta, start = jnp.asarray(TRUE_THETA, jnp.float32), jnp.asarray(initial, jnp.float32)
-            return _ground_truth_z(theta, start, horizon, dt)
+        # A constant of the traced programs, computed by one compiled program (called
+        # directly, so it runs even when first needed while another function is traced).
+        theta, start = np.asarray(TRUE_THETA, np.float32), np.asarray(initial, np.float32)
+        return _ground_truth_z.lower(theta, start, horizon, dt).compile()(theta, start)
 
     @functools.cache
     def test_starts() -> jax.Array:
