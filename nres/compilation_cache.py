@@ -169,16 +169,23 @@ class Program:
         self.fn, self.identity = fn, identity
         self._jit = jax.jit(fn)
         self._compiled: dict = {}
+        self._last = None
 
     def __call__(self, *args):
         if callable(self.identity):
             self.identity = self.identity()
         if _active is None or self.identity is None:
             return self._jit(*args)
+        if self._last is not None:  # the usual call: the signature of the previous one
+            try:
+                return self._last(*args)
+            except (TypeError, ValueError):  # other shapes, dtypes or shardings: look it up
+                pass
         signature = _signature(args)
         compiled = self._compiled.get(signature)
         if compiled is None:
             compiled = self._compiled[signature] = self._load_or_compile(signature, args)
+        self._last = compiled
         return compiled(*args)
 
     def _load_or_compile(self, signature, args):

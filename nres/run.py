@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import pathlib
 import signal
@@ -47,13 +48,26 @@ def _counter_values(counters: Counters) -> dict:
     }
 
 
+_PLAIN_KEYS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps", "train_loss", "grad_norm")
+# The JSON line of a row of finite numbers (json.dumps writes ints with %d and floats with repr).
+_PLAIN_ROW = "{" + ", ".join(f'"{k}": %{"d" if k in ("iteration", "total_env_steps", "sequential_steps") else "r"}'
+                             for k in _PLAIN_KEYS) + "}\n"
+
+
+def _plain_columns(steps: Steps) -> list[list]:
+    """The columns of a chunk's train rows (:data:`_PLAIN_KEYS`), as Python numbers."""
+    return [steps.iteration.tolist(), np.round(steps.wall_time_s, 6).tolist(), steps.total_env_steps.tolist(),
+            steps.sequential_steps.tolist(), steps.info.train_loss.tolist(), steps.info.grad_norm.tolist()]
+
+
+def _finite(steps: Steps) -> bool:
+    return bool(np.all(np.isfinite(steps.info.train_loss)) and np.all(np.isfinite(steps.info.grad_norm)))
+
+
 def _train_rows(steps: Steps) -> list[dict]:
     """The metrics rows of a chunk's updates (one per update)."""
     info = steps.info
-    columns = zip(steps.iteration.tolist(), np.round(steps.wall_time_s, 6).tolist(), steps.total_env_steps.tolist(),
-                  steps.sequential_steps.tolist(), info.train_loss.tolist(), info.grad_norm.tolist())
-    rows = [{"iteration": i, "wall_time_s": w, "total_env_steps": e, "sequential_steps": s, "train_loss": loss,
-             "grad_norm": g} for i, w, e, s, loss, g in columns]
+    rows = [dict(zip(_PLAIN_KEYS, values)) for values in zip(*_plain_columns(steps))]
     for k in np.flatnonzero(~info.applied).tolist():
         rows[k].update(skipped_nonfinite=True, nonfinite_particles=int(info.num_nonfinite[k]))
     return rows
@@ -132,6 +146,9 @@ class Run:
             thetas.append(0, learner.theta)
             thetas.flush()
         evaluated = {r["iteration"] for r in rows if rundir.is_eval_row(r)}
+        # Every row of the run as metrics.jsonl will hold it, for the curves and the divergence
+        # check at the end: rows as read back from their JSON, usual chunks as columns.
+        history, plain_chunks = list(rows), []
         tensorboard = rundir.TensorBoardLog(self.path, purge_step=counters.iteration + 1 if resumed else None)
         bar = _progress_bar(config, counters.iteration, progress)
         last_good = (learner, counters)
@@ -143,9 +160,11 @@ class Run:
                     """Rows (one or a chunk's list) in one write to each file."""
                     rows = [rows] if isinstance(rows, dict) else rows
                     if rows:
-                        metrics.write("".join(rundir.json_row(row) for row in rows))
+                        lines = [rundir.json_row(row) for row in rows]
+                        metrics.write("".join(lines))
                         metrics.flush()
                         tensorboard.scalars(rows, prefix)
+                        history.extend(json.loads(line) for line in lines)
 
                 def evaluate(learner, counters):
                     if counters.iteration not in evaluated:
@@ -187,12 +206,19 @@ class Run:
                         learner, steps = trainer.collect(pending, counters, since=collected)
                         collected, counters = time.perf_counter(), steps.counters
                         pacer.observe(pending.count, counters.wall_time_s - before.wall_time_s)
-                        rows, streak = _train_rows(steps), steps.consecutive_nonfinite
+                        streak = steps.consecutive_nonfinite
                         stop_at = np.flatnonzero(streak >= config.max_nonfinite)
-                        end = int(stop_at[0]) + 1 if stop_at.size else len(rows)
+                        end = int(stop_at[0]) + 1 if stop_at.size else len(streak)
                         good = np.flatnonzero(streak[:end] == 0)
                         thetas.extend(steps.iteration[good], jax.tree_util.tree_map(lambda x: x[good], steps.theta))
-                        log(rows[:end], "train")
+                        if len(good) == len(streak) and _finite(steps):  # the usual chunk: no dict per row
+                            columns = _plain_columns(steps)
+                            plain_chunks.append(columns)
+                            metrics.write("".join(_PLAIN_ROW % row for row in zip(*columns)))
+                            metrics.flush()
+                            tensorboard.columns(steps.iteration, dict(zip(_PLAIN_KEYS[1:], columns[1:])), "train")
+                        else:
+                            log(_train_rows(steps)[:end], "train")
                         if stop_at.size:
                             checkpoint(*last_good)
                             raise RunStopped(
@@ -207,8 +233,8 @@ class Run:
                             last_good = (learner, counters)
                             if counters.iteration % config.checkpoint_every == 0:
                                 checkpoint(learner, counters)
-                        bar.update(len(rows))
-                        bar.set_postfix(loss=f"{rows[-1]['train_loss']:.4g}", refresh=False)
+                        bar.update(len(streak))
+                        bar.set_postfix(loss=f"{steps.info.train_loss[-1]:.4g}", refresh=False)
                     pending = launched
                 stop_if_asked()
                 checkpoint(*last_good)
@@ -222,7 +248,8 @@ class Run:
             bar.close()
             tensorboard.close()
             writer.close()  # every checkpoint on disk before the run returns or stops
-        rows = rundir.read_metrics(self.path)
+        rows = rundir.tidy_rows(history + [dict(zip(_PLAIN_KEYS, values)) for columns in plain_chunks
+                                           for values in zip(*columns)])
         self.plot(rows)
         reason = divergence(rows)
         if reason:

@@ -395,12 +395,12 @@ def tfrecords(payloads: list[bytes]) -> bytes:
     """TFRecord framing of ``payloads``: length, its masked CRC, data, its masked CRC."""
     if not payloads:
         return b""
-    headers = [len(p).to_bytes(8, "little") for p in payloads]
-    header_crcs, data_crcs = masked_crc32c(headers), masked_crc32c(payloads)
-    parts = []
-    for header, header_crc, payload, data_crc in zip(headers, header_crcs.tolist(), payloads, data_crcs.tolist()):
-        parts += [header, header_crc.to_bytes(4, "little"), payload, data_crc.to_bytes(4, "little")]
-    return b"".join(parts)
+    lengths = sorted({len(p) for p in payloads})  # a chunk's events mostly share one length
+    framed = {n: n.to_bytes(8, "little") for n in lengths}
+    framed = {n: head + int(crc).to_bytes(4, "little")
+              for (n, head), crc in zip(framed.items(), masked_crc32c(list(framed.values())))}
+    data_crcs = masked_crc32c(payloads).tolist()
+    return b"".join([framed[len(p)] + p + crc.to_bytes(4, "little") for p, crc in zip(payloads, data_crcs)])
 
 
 def _varint(value: int) -> bytes:
@@ -461,15 +461,38 @@ class TensorBoardLog:
         self.file.write(tfrecords(payloads))
         self.file.flush()
 
-    def _encoder(self, keys: tuple, prefix: str):
-        """For rows with these keys: the numeric keys and a packer of their ``Summary``."""
+    @staticmethod
+    def _value_heads(keys: tuple, prefix: str) -> list[bytes]:
+        """Per key, the bytes of its ``Summary.value`` entry before the float: the entry's
+        key and length, ``Value.tag``, and the key of ``Value.simple_value``."""
         heads = []
         for key in keys:
-            # Summary.value entry: its key and length, Value.tag, the key of Value.simple_value (a float).
             value_head = _field(1, f"{prefix}/{key}".encode()) + b"\x15"
             heads.append(b"\x0a" + _varint(len(value_head) + 4) + value_head)
+        return heads
+
+    def _encoder(self, keys: tuple, prefix: str):
+        """For rows with these keys: a packer of their ``Summary``."""
+        heads = self._value_heads(keys, prefix)
         layout = struct.Struct("<" + "".join(f"{len(h)}sf" for h in heads))
         return lambda values: layout.pack(*[x for pair in zip(heads, values) for x in pair])
+
+    def columns(self, iterations: np.ndarray, values: dict[str, np.ndarray], prefix: str) -> None:
+        """As :meth:`scalars` for rows given as columns (``iterations`` ``[n]``, each value
+        ``[n]``) whose values are all finite: the summaries are packed as one array."""
+        import time
+
+        heads = self._value_heads(tuple(values), prefix)
+        layout = np.dtype([field for i, head in enumerate(heads) for field in ((f"h{i}", f"S{len(head)}"),
+                                                                             (f"v{i}", "<f4"))])
+        packed = np.empty(len(iterations), layout)
+        for i, (head, column) in enumerate(zip(heads, values.values())):
+            packed[f"h{i}"], packed[f"v{i}"] = head, column
+        data, size = packed.tobytes(), layout.itemsize
+        before = b"\x09" + struct.pack("<d", time.time()) + b"\x10"  # Event.wall_time, the key of Event.step
+        after = _varint(5 << 3 | 2) + _varint(size)  # Event.summary and its length
+        self._write([before + _varint(step) + after + data[k * size:(k + 1) * size]
+                     for k, step in enumerate(np.asarray(iterations).tolist())])
 
     def scalars(self, rows: dict[str, Any] | list[dict[str, Any]], prefix: str) -> None:
         """Log every numeric field of each row (one row or a list) under ``prefix/``, at step ``iteration``."""

@@ -108,3 +108,44 @@ def test_file_header_and_purge_events_are_what_tensorboardx_writes(tmp_path):
     assert [e.file_version for e in events] == ["brain.Event:2", "brain.Event:2", ""]
     assert [e.step for e in events] == [0, 12, 12] and all(e.wall_time > 1e9 for e in events)
     assert events[2].session_log.status == event_pb2.SessionLog.START
+
+
+def test_a_chunk_written_as_columns_equals_the_same_rows_written_one_by_one(tmp_path):
+    """The fast path of a chunk of finite, applied updates (a format string per JSON line,
+    summaries packed as one array) writes what the per-row path writes."""
+    from nres import run
+    from nres.training import Counters, Steps, UpdateInfo
+
+    n = 300  # iterations cross 128, where the step's varint grows to two bytes
+    rng = np.random.default_rng(0)
+    info = UpdateInfo(rng.random(n).astype(np.float32) * 1e3, rng.random(n).astype(np.float32),
+                      np.ones(n, bool), np.zeros(n, np.int32))
+    steps = Steps(np.arange(1, n + 1), np.cumsum(rng.random(n)) / 7, 800 * np.arange(1, n + 1),
+                  100 * np.arange(1, n + 1), np.zeros(n, np.int64), info, {}, Counters())
+    rows = run._train_rows(steps)
+    columns = run._plain_columns(steps)
+    assert "".join(run._PLAIN_ROW % row for row in zip(*columns)) == "".join(rundir.json_row(r) for r in rows)
+    for name, write in (("rows", lambda log: log.scalars(rows, "train")),
+                        ("columns", lambda log: log.columns(steps.iteration, dict(zip(run._PLAIN_KEYS[1:], columns[1:])),
+                                                            "train"))):
+        log = rundir.TensorBoardLog(tmp_path / name)
+        write(log)
+        log.close()
+    assert read_events(tmp_path / "rows" / rundir.TENSORBOARD) == read_events(tmp_path / "columns" / rundir.TENSORBOARD)
+    assert len(read_events(tmp_path / "columns" / rundir.TENSORBOARD)["train/train_loss"]) == n
+
+
+def test_the_rows_kept_for_the_curves_are_the_rows_on_disk(tmp_path, monkeypatch):
+    """Run.train draws its curves (and checks divergence) from rows it kept while logging;
+    they equal metrics.jsonl read back, evaluation rows included."""
+    from nres import run
+
+    drawn = []
+    monkeypatch.setattr(run.Run, "plot", lambda self, rows=None: drawn.append(rows))
+    out = tmp_path / "run"
+    assert main(["train", "--task", "lorenz", "--horizon", "40", "--unroll-length", "10", "--num-particles", "4",
+                 "--num-test-starts", "8", "--iterations", "30", "--eval-every", "10", "--lr", "1e-3",
+                 "--no-progress", "--out", str(out)]) == 0
+    (rows,) = drawn
+    assert rows == rundir.read_metrics(out)
+    assert len([r for r in rows if "test_loss" in r]) == 4 and len([r for r in rows if "train_loss" in r]) == 30
