@@ -382,11 +382,14 @@ class _CRC32C:
         return out
 
 
-_crc32c = _CRC32C()
+_crc32c = None  # built on first use (importing nres stays cheap)
 
 
 def masked_crc32c(records: list[bytes]) -> np.ndarray:
     """The masked CRC-32C of each record (the TFRecord checksum), ``uint32`` ``[len(records)]``."""
+    global _crc32c
+    if _crc32c is None:
+        _crc32c = _CRC32C()
     crc = _crc32c(records)
     return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(0xA282EAD8)
 
