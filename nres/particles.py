@@ -1,9 +1,10 @@
 """A population of ``N`` antithetic particle pairs stepping through their episodes.
 
-This module owns the three mechanics every online estimator shares: step-unlocked
-starting positions (SPEC section 4), the vectorised antithetic step, and the one
-particle-reset rule (an episode ends after ``T`` steps, or as soon as a particle's
-loss turns non-finite, and the particle starts a fresh episode).
+This module owns the mechanics every online estimator shares: step-unlocked starting
+positions and the burn-in that reaches them in masked windows (SPEC section 4,
+:func:`burn_in_select`), the vectorised antithetic step, and the one particle-reset
+rule (an episode ends after ``T`` steps, or as soon as a particle's loss turns
+non-finite, and the particle starts a fresh episode).
 
 Shapes: ``N`` = ``num_particles`` antithetic pairs. Inner states carry leading axes
 ``[2, N]`` (index 0 runs under ``theta + eps``, index 1 under ``theta - eps``);
@@ -114,10 +115,16 @@ def burn_in_select(new, old, hold: jax.Array, window: jax.Array, unroll_length: 
     Every pair starts the burn-in at ``tau = 0`` and unrolls windows under the initial
     ``theta`` (the update is not applied) until it reaches ``tau_i = hold[i] W``: pair ``i``
     keeps its new state ``new`` iff ``window < hold[i]`` and it is at ``tau = window W``,
-    otherwise its state ``old`` before the window. A pair whose episode ends in the
-    burn-in (a non-finite loss) has started a new episode at ``tau = 0`` and waits there,
-    so every position stays a multiple of ``W``. ``burning`` (``window < max(hold)``, a
-    traced bool) skips the selection in training windows.
+    otherwise its state ``old`` before the window.
+
+    A pair whose loss turns non-finite in the burn-in starts a new episode (the reset
+    rule) and, no longer at ``tau = window W``, stops burning in at the end of that
+    window: at ``tau = 0`` with window-aligned ES windows (which reset at the window's
+    end), or ``tau < W`` steps into its new episode with per-step rules (autodiff
+    baselines, GPES with ``K`` not aligned to ``W``), which go on after a reset.
+
+    ``burning`` (``window < max(hold)``, may be traced) skips the selection in training
+    windows (a ``lax.cond``).
     """
 
     def select(new):

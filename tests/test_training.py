@@ -131,7 +131,7 @@ def _late_blow_up_task():
 
 def test_burn_in_reset_within_a_per_step_window_stops_in_the_new_episode():
     """With per-step rules (here TBPTT) an episode that ends mid-window goes on in the new
-    episode to the window's end; the pair then stops there (0 < tau < W), off the grid
+    episode to the window's end; the pair then stops there (tau < W; 1 here), off the grid
     of multiples of W like any per-step pair after a reset."""
     task, W = _late_blow_up_task(), 4
     est = nres.make_estimator("tbptt", task, num_particles=32, unroll_length=W, sigma=0.1)
