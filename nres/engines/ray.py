@@ -58,10 +58,10 @@ class _Worker:
         size = len(state.particles.tau)
         pairs = slice(index * size, (index + 1) * size)
 
-        def window(state, theta, hold, window):
-            burning = window < jnp.max(hold)  # hold: every pair's, so all actors agree
+        def window(state, theta, hold, index):
+            burning = index < jnp.max(hold)  # hold: every pair's, so all actors agree
             scalars, new = estimator.window(state, theta, burning)
-            return scalars, burn_in_select(new, state, hold[pairs], window, estimator.unroll_length, burning)
+            return scalars, burn_in_select(new, state, hold[pairs], index, estimator.unroll_length, burning)
 
         self._window = jax.jit(window)
         self.state = jax.device_put(state)
@@ -69,16 +69,16 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def window(self, theta, hold=None, window=0):
-        """Window ``window`` of a chunk with burn-in windows ``hold`` (all ``N``; None: none)."""
+    def window(self, theta, hold=None, index=0):
+        """Window ``index`` of a chunk with burn-in windows ``hold`` (all ``N``; None: none)."""
         hold = self.no_hold if hold is None else hold
-        scalars, self.state = self._window(self.state, theta, hold, np.int32(window))
+        scalars, self.state = self._window(self.state, theta, hold, np.int32(index))
         return jax.device_get(scalars)
 
     def replay(self, windows) -> int:
-        """Rerun windows given as the ``(theta, hold, window)`` of :meth:`window`."""
-        for theta, hold, window in windows:
-            self.window(theta, hold, window)
+        """Rerun windows given as the ``(theta, hold, index)`` of :meth:`window`."""
+        for theta, hold, index in windows:
+            self.window(theta, hold, index)
         jax.block_until_ready(self.state)
         return len(windows)
 
@@ -161,7 +161,7 @@ class RayEngine:
         self._token = uuid.uuid4().hex[:8]  # actors are named nres-worker-<token>-<k> (see `ray list actors`)
         self._config = config_to_dict(trainer.config)
         self._snapshot: list = []  # each shard's state at the last checkpoint (host arrays)
-        self._replay: list = []  # (theta, hold, window) of every window since then
+        self._replay: list = []  # (theta, hold, index) of every window since then
         self.restarts = 0
         self.bytes_to_workers = self.bytes_from_workers = 0
         estimator = trainer.estimator
@@ -237,11 +237,11 @@ class RayEngine:
         theta, opt_state = learner.theta, learner.opt_state
         infos, thetas = [], []
         hold = np.asarray(hold) if np.any(hold) else None  # None: a training chunk
-        for window in range(int(count)):
-            burning = hold is not None and window < hold.max()
+        for index in range(int(count)):
+            burning = hold is not None and index < hold.max()
             theta_host = jax.device_get(theta)
             ref = self.ray.put(theta_host)
-            args = (hold, window) if burning else (None, 0)
+            args = (hold, index) if burning else (None, 0)
             parts = self._gather(lambda a: a.window.remote(ref, *args))
             self._replay.append((theta_host, *args))
             scalars = WindowScalars(*(jnp.concatenate(xs) for xs in zip(*parts)))
