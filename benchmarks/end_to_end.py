@@ -316,13 +316,13 @@ def window_ratio(args) -> None:
     trainers = {"unlocked": unlocked, "locked": locked}
     count = jnp.asarray(UPDATES_PER_CALL, jnp.int32)
     for name in trainers:
-        jax.block_until_ready(trainers[name].engine.run_chunk(learners[name], count))
+        jax.block_until_ready(trainers[name].engine.run_chunk(learners[name], count, trainers[name].no_hold))
     times = {name: [] for name in trainers}
     for _ in range(args.window_repeats):
         for name, trainer in trainers.items():
             start = time.perf_counter()
             for _ in range(5):
-                learners[name] = trainer.engine.run_chunk(learners[name], count)[0]
+                learners[name] = trainer.engine.run_chunk(learners[name], count, trainer.no_hold)[0]
             jax.block_until_ready(learners[name])
             times[name].append((time.perf_counter() - start) / (5 * UPDATES_PER_CALL) * 1e3)
     ratios = [u / l for u, l in zip(times["unlocked"], times["locked"])]

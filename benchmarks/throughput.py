@@ -86,7 +86,7 @@ def estimator_rate(name: str, num_particles: int, unroll_length: int, horizon: i
     count = jnp.asarray(trainer.max_chunk, jnp.int32)
     steps_per_call = trainer.estimator.env_steps_per_update * trainer.max_chunk
     calls = max(1, repeats * unroll_length // (trainer.estimator.unroll_length * trainer.max_chunk))
-    return _rate(trainer._chunk, (learner, count), steps_per_call, calls)
+    return _rate(trainer.engine.run_chunk, (learner, count, trainer.no_hold), steps_per_call, calls)
 
 
 def main() -> None:

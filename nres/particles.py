@@ -1,9 +1,10 @@
 """A population of ``N`` antithetic particle pairs stepping through their episodes.
 
-This module owns the three mechanics every online estimator shares: step-unlocked
-starting positions (SPEC section 4), the vectorised antithetic step, and the one
-particle-reset rule (an episode ends after ``T`` steps, or as soon as a particle's
-loss turns non-finite, and the particle starts a fresh episode).
+This module owns the mechanics every online estimator shares: step-unlocked starting
+positions and the burn-in that reaches them in masked windows (SPEC section 4,
+:func:`burn_in_select`), the vectorised antithetic step, and the one particle-reset
+rule (an episode ends after ``T`` steps, or as soon as a particle's loss turns
+non-finite, and the particle starts a fresh episode).
 
 Shapes: ``N`` = ``num_particles`` antithetic pairs. Inner states carry leading axes
 ``[2, N]`` (index 0 runs under ``theta + eps``, index 1 under ``theta - eps``);
@@ -74,13 +75,15 @@ def init_particles(task: Task, key: jax.Array, num_particles: int, members: int 
     )
 
 
+def unlocked_windows(key: jax.Array, num_particles: int, horizon: int, unroll_length: int) -> jax.Array:
+    """Burn-in windows ``tau_i / W`` of step-unlocked pairs: uniform over ``0 .. ceil(T / W) - 1``."""
+    num_windows = -(-horizon // unroll_length)
+    return jax.random.randint(key, (num_particles,), 0, num_windows, dtype=jnp.int32)
+
+
 def unlocked_positions(key: jax.Array, num_particles: int, horizon: int, unroll_length: int) -> jax.Array:
     """Step-unlocked positions ``tau_i``: uniform over the multiples of ``W`` below ``T``."""
-    num_windows = -(-horizon // unroll_length)
-    return unroll_length * jax.random.randint(key, (num_particles,), 0, num_windows, dtype=jnp.int32)
-
-
-MAX_BURN_IN_GROUPS = 10
+    return unroll_length * unlocked_windows(key, num_particles, horizon, unroll_length)
 
 
 def map_particle_axis(fn, state):
@@ -99,42 +102,47 @@ def map_particle_axis(fn, state):
     return jax.tree_util.tree_map(visit, state, is_leaf=lambda x: isinstance(x, Particles))
 
 
-def burn_in(step, state, key: jax.Array, num_particles: int, horizon: int, unroll_length: int):
-    """Bring ``N`` particles from ``tau = 0`` to step-unlocked positions by really unrolling.
+def select_pairs(mask: jax.Array, on_true, on_false):
+    """Per pair, the estimator state ``on_true`` where ``mask`` ``[N]``, else ``on_false``."""
+    axes = map_particle_axis(lambda x, axis: axis, on_false)
+    return jax.tree_util.tree_map(lambda axis, x, y: tree_where(mask, x, y, axis), axes, on_true, on_false)
 
-    ``step(state, s, active) -> state`` advances the particles with ``active`` ``[N]``
-    (``s`` is the step index); targets come from :func:`unlocked_positions` with ``key``.
 
-    Under ``vmap`` a masked particle costs as much as an active one, so the particles are
-    sorted by target and unrolled in up to ``MAX_BURN_IN_GROUPS`` equal groups, each only
-    as long as its largest target: about ``(G + 1) / 2G`` of the work of unrolling every
-    particle ``T - W`` steps, for the same states.
+def burn_in_select(new, old, hold: jax.Array, window: jax.Array, unroll_length: int, burning=True):
+    """The estimator state after window ``window`` of a call whose pair ``i`` still had
+    ``hold[i]`` burn-in windows to run when it started (the burn-in, SPEC section 4).
+
+    Every pair starts the burn-in at ``tau = 0`` and unrolls windows under the initial
+    ``theta`` (the update is not applied) until it reaches ``tau_i = hold[i] W``: pair ``i``
+    keeps its new state ``new`` iff ``window < hold[i]`` and it is at ``tau = window W``,
+    otherwise its state ``old`` before the window.
+
+    A pair whose loss turns non-finite in the burn-in starts a new episode (the reset
+    rule) and, no longer at ``tau = window W``, stops burning in at the end of that
+    window: at ``tau = 0`` with window-aligned ES windows (which reset at the window's
+    end), or ``tau < W`` steps into its new episode with per-step rules (autodiff
+    baselines, GPES with ``K`` not aligned to ``W``), which go on after a reset.
+
+    ``burning`` (``window < max(hold)``, may be traced) skips the selection in training
+    windows (a ``lax.cond``).
     """
-    target = unlocked_positions(key, num_particles, horizon, unroll_length)
-    groups = max(g for g in range(1, min(MAX_BURN_IN_GROUPS, num_particles) + 1) if num_particles % g == 0)
-    order = jnp.argsort(target)
-    take = lambda indices: lambda x, axis: jnp.take(x, indices, axis=axis)
-    size = num_particles // groups  # explicit sizes: leaves may have zero-size axes (e.g. MJX contacts)
-    split = lambda x, axis: jnp.moveaxis(x.reshape(x.shape[:axis] + (groups, size) + x.shape[axis + 1 :]), axis, 0)
-    merge = lambda x, axis: jnp.moveaxis(x, 0, axis).reshape(x.shape[1 : axis + 1] + (num_particles,) + x.shape[axis + 2 :])
-    grouped = map_particle_axis(split, map_particle_axis(take(order), state))
 
-    def run_group(args):
-        state, target = args
+    def select(new):
+        runs = (window < hold) & (old.particles.tau == window * unroll_length)
+        return select_pairs(runs, new, old)
 
-        # A particle whose loss turns non-finite restarts its episode (the reset rule) and
-        # then waits at tau = 0, so every position stays a multiple of W.
-        def body(s, carry):
-            state, stopped = carry
-            active = (s < target) & ~stopped
-            state = step(state, s, active)
-            return state, stopped | (active & (state.particles.tau == 0))
+    return select(new) if burning is True else jax.lax.cond(burning, select, lambda new: new, new)
 
-        stopped = jnp.zeros(target.shape, bool)
-        return jax.lax.fori_loop(0, jnp.max(target), body, (state, stopped))[0]
 
-    done = jax.lax.map(run_group, (grouped, target[order].reshape(groups, -1)))
-    return map_particle_axis(take(jnp.argsort(order)), map_particle_axis(merge, done))
+def burn_in(estimate, state, theta: PyTree, hold: jax.Array, unroll_length: int):
+    """Run the burn-in of a fresh estimator state in ``max(hold)`` windows (see
+    :func:`burn_in_select`); ``estimate(state, theta, burn_in=True)`` runs one window.
+    :class:`nres.training.Trainer` runs the same windows through its update program."""
+
+    def body(window, state):
+        return burn_in_select(estimate(state, theta, True)[1], state, hold, window, unroll_length)
+
+    return jax.lax.fori_loop(0, jnp.max(hold), body, state)
 
 
 def step_inputs(task: Task, particles: Particles) -> tuple[jax.Array, Batch]:

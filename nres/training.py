@@ -4,6 +4,11 @@
 the optax update, and the non-finite guard (a window with non-finite losses, gradient
 or gradient norm, or whose update would make ``theta`` or the optimiser state
 non-finite, leaves both untouched and is counted as skipped).
+
+The burn-in (SPEC section 4) runs through the same compiled program: ``Trainer.init``
+builds the pairs at ``tau = 0`` (a small program) and then calls the update program
+with ``hold`` (each pair's burn-in windows), whose windows advance only the pairs
+still burning in and apply no update.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from nres.compilation_cache import Program
 from nres.config import ConfigError, TrainConfig, config_to_dict
 from nres.engines import EngineOptions, make_engine
 from nres.estimators import ES_ESTIMATORS, make_estimator
-from nres.particles import episode_losses, map_particle_axis
+from nres.particles import burn_in_select, episode_losses, map_particle_axis
 from nres.task import Task, theta_size
 from nres.tasks import get_task_entry
 from nres.tree import PyTree, tree_all_finite, tree_norm
@@ -175,6 +180,7 @@ class Trainer:
         size = max(1, theta_size(self.task))
         # Updates per compiled call: bounded so the per-update theta buffer stays <= 64 MiB.
         self.max_chunk = int(min(MAX_UPDATES_PER_CALL, max(1, 2**24 // size)))
+        self.no_hold = np.zeros((config.num_particles,), np.int32)  # training: no pair burns in
         self.engine = make_engine(self, engine or EngineOptions())
 
     def program_identity(self, name: str) -> dict | None:
@@ -191,17 +197,28 @@ class Trainer:
                      if f.name != "task"}
         return {"program": name, "config": config_to_dict(self.config), "estimator": estimator, "data": data}
 
-    def _init_fn(self, key: jax.Array) -> Learner:
+    def _init_fn(self, key: jax.Array) -> tuple[Learner, jax.Array]:
+        """The learner with every pair at ``tau = 0`` and each pair's burn-in windows."""
         k_theta, k_est = jax.random.split(key)
         theta = self.task.init_theta(k_theta)
-        return Learner(theta, self.optimizer.init(theta), self.estimator.init(k_est, theta))
+        state, hold = self.estimator.start(k_est, theta)
+        return Learner(theta, self.optimizer.init(theta), state), hold
 
     def init(self) -> tuple[Learner, Counters]:
-        """Fresh learner (burn-in included) and counters at iteration 0."""
+        """Fresh learner (burn-in included) and counters at iteration 0.
+
+        The burn-in is one call of the update program (:meth:`_chunk_fn` with ``hold``)
+        through the engine, so it runs wherever the engine runs windows.
+        """
         start = time.perf_counter()
-        learner = self._init(seed_key(self.config.seed))
-        counters = Counters(total_env_steps=self.estimator.burn_in_env_steps(learner.estimator_state))
+        learner, hold = self._init(seed_key(self.config.seed))
+        hold = np.asarray(hold)
         learner = self.engine.place(learner)
+        windows = int(hold.max())
+        if windows:
+            learner = self.engine.run_chunk(learner, np.int32(windows), hold)[0]
+        state = self.engine.host(learner).estimator_state
+        counters = Counters(total_env_steps=self.estimator.burn_in_env_steps(state))
         jax.block_until_ready((learner.theta, learner.opt_state))
         counters.wall_time_s = time.perf_counter() - start
         return learner, counters
@@ -232,39 +249,50 @@ class Trainer:
     def check(self) -> None:
         """Trace (without running) the update, so errors of the task or estimator that
         show only when the update is traced surface before a run writes any file."""
-        jax.eval_shape(self._chunk_fn, self.learner_template(), jnp.asarray(1, jnp.int32))
+        jax.eval_shape(self._chunk_fn, self.learner_template(), jnp.asarray(1, jnp.int32), self.no_hold)
 
     def learner_template(self) -> Learner:
         """Shapes and dtypes of a learner, without running the burn-in."""
-        return jax.eval_shape(self._init_fn, seed_key(self.config.seed))
+        return jax.eval_shape(self._init_fn, seed_key(self.config.seed))[0]
 
-    def _update_fn(self, learner: Learner, estimate=None) -> tuple[Learner, UpdateInfo]:
-        """One update; ``estimate(state, theta) -> (grad, state, info)`` defaults to the
-        estimator's own (an engine passes one that shards the window)."""
+    def _update_fn(self, learner: Learner, window: jax.Array, hold: jax.Array, estimate=None
+                   ) -> tuple[Learner, UpdateInfo]:
+        """Window ``window`` of a call with burn-in windows ``hold`` ``[N]``: a burn-in
+        window while ``window < max(hold)`` (:func:`nres.particles.burn_in_select`, no
+        update applied), else one update. ``estimate(state, theta, burn_in) -> (grad,
+        state, info)`` defaults to the estimator's own (an engine passes one that shards
+        the window)."""
         estimate = estimate or self.estimator.estimate
-        grad, est_state, info = estimate(learner.estimator_state, learner.theta)
-        theta, opt_state, update_info = self._apply_fn(learner.theta, learner.opt_state, grad, info)
+        burning = window < jnp.max(hold)
+        old = learner.estimator_state
+        grad, est_state, info = estimate(old, learner.theta, burning)
+        est_state = burn_in_select(est_state, old, hold, window, self.estimator.unroll_length, burning)
+        theta, opt_state, update_info = self._apply_fn(learner.theta, learner.opt_state, grad, info, burning)
         return Learner(theta, opt_state, est_state), update_info
 
-    def _apply_fn(self, theta: PyTree, opt_state, grad: PyTree, info) -> tuple[PyTree, Any, UpdateInfo]:
-        """The optax step and the non-finite guard (``theta``, ``opt_state`` kept unless applied)."""
+    def _apply_fn(self, theta: PyTree, opt_state, grad: PyTree, info, burn_in=False) -> tuple[PyTree, Any, UpdateInfo]:
+        """The optax step and the non-finite guard (``theta``, ``opt_state`` kept unless
+        applied; never applied in a burn-in window)."""
         updates, new_opt_state = self.optimizer.update(grad, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
         grad_norm = tree_norm(grad)
         # Applied only if everything it touches stays finite: losses, gradient (and its
         # norm, which can overflow on its own), the new theta and the new optimiser state.
-        applied = ((info.num_nonfinite == 0) & tree_all_finite(grad) & jnp.isfinite(grad_norm)
-                   & tree_all_finite(new_theta) & tree_all_finite(new_opt_state))
+        applied = (~jnp.asarray(burn_in) & (info.num_nonfinite == 0) & tree_all_finite(grad)
+                   & jnp.isfinite(grad_norm) & tree_all_finite(new_theta) & tree_all_finite(new_opt_state))
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
         return (keep(new_theta, theta), keep(new_opt_state, opt_state),
                 UpdateInfo(info.train_loss, grad_norm, applied, info.num_nonfinite))
 
-    def _chunk_fn(self, learner: Learner, count: jax.Array, estimate=None) -> tuple[Learner, UpdateInfo, PyTree]:
-        """``count`` (dynamic, ``<= max_chunk``) updates in one call (``estimate`` as in
-        :meth:`_update_fn`).
+    def _chunk_fn(self, learner: Learner, count: jax.Array, hold: jax.Array, estimate=None
+                  ) -> tuple[Learner, UpdateInfo, PyTree]:
+        """``count`` (dynamic) windows in one call: the first ``max(hold)`` are burn-in
+        windows (``hold`` ``[N]``, zeros in training), the rest updates (``estimate`` as
+        in :meth:`_update_fn`).
 
         Returns the learner and, per update, its :class:`UpdateInfo` and ``theta``, in
-        buffers with a leading ``[max_chunk]`` axis (rows past ``count`` are unused).
+        buffers with a leading ``[max_chunk]`` axis (rows past ``count`` are unused; a
+        burn-in call may run more than ``max_chunk`` windows and its rows are unused).
         """
         theta_buffer = jax.tree_util.tree_map(lambda x: jnp.zeros((self.max_chunk,) + x.shape, x.dtype),
                                               learner.theta)
@@ -273,8 +301,9 @@ class Trainer:
 
         def body(i, carry):
             learner, infos, thetas = carry
-            learner, info = self._update_fn(learner, estimate)
-            write = lambda buffer, value: buffer.at[i].set(value)
+            learner, info = self._update_fn(learner, i, hold, estimate)
+            row = jnp.minimum(i, self.max_chunk - 1)
+            write = lambda buffer, value: buffer.at[row].set(value)
             infos = jax.tree_util.tree_map(write, infos, UpdateInfo(*(jnp.asarray(v) for v in info)))
             return learner, infos, jax.tree_util.tree_map(write, thetas, learner.theta)
 
@@ -287,7 +316,7 @@ class Trainer:
         if not 1 <= count <= self.max_chunk:
             raise ValueError(f"count must be in [1, {self.max_chunk}], got {count}")
         started = time.perf_counter()
-        learner, infos, thetas = self.engine.run_chunk(learner, np.int32(count))
+        learner, infos, thetas = self.engine.run_chunk(learner, np.int32(count), self.no_hold)
         return PendingChunk(learner, infos, thetas, count, started)
 
     def collect(self, chunk: "PendingChunk", counters: Counters, since: float | None = None

@@ -7,7 +7,7 @@ import pytest
 import nres
 from nres.config import resolve_config
 from nres.task import Task
-from nres.training import Trainer, learning_rate, make_optimizer
+from nres.training import Counters, Trainer, learning_rate, make_optimizer
 
 
 def test_piecewise_schedule_as_pes_uses_it():
@@ -102,10 +102,89 @@ def test_burn_in_keeps_positions_aligned_when_losses_blow_up():
     """Pairs whose loss turns non-finite during burn-in restart and wait at tau = 0."""
     task = _blow_up_task(threshold=0.2)
     est = nres.nres(task, 64, 2, 0.5)
+    start, hold = est.start(jax.random.PRNGKey(0), jnp.array([0.0]))
     state = est.init(jax.random.PRNGKey(0), jnp.array([0.0]))
     tau = np.asarray(state.particles.tau)
     assert np.all(tau % 2 == 0), tau
     assert np.any(tau == 0) and np.any(tau > 0)
+    reset = np.any(np.asarray(state.particles.episode_key) != np.asarray(start.particles.episode_key), axis=1)
+    assert np.all(tau[reset] == 0) and np.all(tau[~reset] == 2 * np.asarray(hold)[~reset])
+    assert np.any(reset & (np.asarray(hold) > 1)), "some pair should have burn-in windows left when it reset"
+
+
+def test_burn_in_windows_are_not_counted_as_skipped_updates():
+    config = resolve_config({"task": "linear", "estimator": "nres", "num_particles": 64, "unroll_length": 2,
+                             "sigma": 0.5})
+    trainer = Trainer(config, task=_blow_up_task(threshold=0.2))
+    learner, counters = trainer.init()
+    tau = np.asarray(learner.estimator_state.particles.tau)
+    assert np.any(tau == 0) and np.any(tau > 0)
+    assert counters == Counters(total_env_steps=2 * int(tau.sum()), wall_time_s=counters.wall_time_s)
+
+
+def _late_blow_up_task():
+    """s_t = 0.01 t under theta = 0; the loss is NaN from s > 0.5 on (steps t >= 50 of 64)."""
+    return Task(init_theta=lambda k: jnp.array([0.0]), init_state=lambda k: jnp.zeros(1),
+                step=lambda theta, s, t, k, b: s + theta + 0.01,
+                loss=lambda theta, s, t, b: jnp.where(jnp.abs(s[0]) > 0.5, jnp.nan, s[0] ** 2), horizon=64)
+
+
+def test_burn_in_reset_within_a_per_step_window_stops_in_the_new_episode():
+    """With per-step rules (here TBPTT) an episode that ends mid-window goes on in the new
+    episode to the window's end; the pair then stops there (tau < W; 1 here), off the grid
+    of multiples of W like any per-step pair after a reset."""
+    task, W = _late_blow_up_task(), 4
+    est = nres.make_estimator("tbptt", task, num_particles=32, unroll_length=W, sigma=0.1)
+    theta = jnp.array([0.0])
+    start, hold = est.start(jax.random.PRNGKey(0), theta)
+    state = est.init(jax.random.PRNGKey(0), theta)
+    hold, tau = np.asarray(hold), np.asarray(state.particles.tau)
+    late = hold * W > 50  # these reach the NaN at step 50, the third step of window 12
+    assert np.any(late) and np.any(~late)
+    np.testing.assert_array_equal(tau[~late], W * hold[~late])
+    np.testing.assert_array_equal(tau[late], 1)
+    next_keys = jax.vmap(lambda k: jax.random.fold_in(k, 4))(start.particles.episode_key)
+    np.testing.assert_array_equal(state.particles.episode_key[late], np.asarray(next_keys)[late])
+
+
+@pytest.fixture
+def chunk_traces(monkeypatch):
+    """Counts the traces of Trainer._chunk_fn (each is one compiled update program)."""
+    traces = []
+    chunk_fn = Trainer._chunk_fn
+
+    def counted(self, *args, **kwargs):
+        traces.append(1)
+        return chunk_fn(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_chunk_fn", counted)
+    return traces
+
+
+@pytest.mark.parametrize("name, options", [("nres", {}), ("tes", {}), ("gpes", {"noise_period": 3}),
+                                           ("tbptt", {}), ("uoro", {}), ("dodge", {})])
+def test_burn_in_runs_in_the_update_program(linear_task, chunk_traces, name, options):
+    """Trainer.init brings the pairs to their positions with one call of the update
+    program (more windows than max_chunk here): the same states as the estimator's own
+    init, no update applied or counted, and training reuses that one program."""
+    config = resolve_config({"task": "linear", "estimator": name, "num_particles": 8, "unroll_length": 2,
+                             "seed": 1, **options})
+    trainer = Trainer(config, task=linear_task)
+    trainer.max_chunk = 3  # the burn-in runs up to 7 windows
+    learner, counters = trainer.init()
+    k_theta, k_est = jax.random.split(jax.random.PRNGKey(config.seed))
+    theta = linear_task.init_theta(k_theta)
+    expected = jax.jit(trainer.estimator.init)(k_est, theta)
+    tau = np.asarray(learner.estimator_state.particles.tau)
+    assert tau.max() > 2 * trainer.max_chunk
+    for got, want in zip(jax.tree_util.tree_leaves(learner.estimator_state), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(learner.theta, theta)
+    members = 2 if name in nres.ES_ESTIMATORS else 1
+    assert counters == Counters(total_env_steps=members * int(tau.sum()), wall_time_s=counters.wall_time_s)
+    learner, steps = trainer.update_many(learner, counters, 3)
+    assert all(bool(info.applied) for _, info, _ in steps)
+    assert len(chunk_traces) == 1, "burn-in and training must share one compiled update program"
 
 
 def test_loss_normalize_is_refused_for_autodiff_estimators():

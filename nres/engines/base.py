@@ -34,8 +34,9 @@ class Engine(Protocol):
     def host(self, learner):
         """The engine-held learner as arrays with the full population (for checkpoints)."""
 
-    def run_chunk(self, learner, count: jax.Array):
-        """``count`` updates: returns ``(learner, infos, thetas)`` as ``Trainer._chunk_fn``."""
+    def run_chunk(self, learner, count: jax.Array, hold):
+        """``count`` windows, burn-in windows first (``hold`` ``[N]``, host int32, zeros in
+        training): returns ``(learner, infos, thetas)`` as ``Trainer._chunk_fn``."""
 
     def close(self) -> None:
         """Release workers and connections (idempotent)."""

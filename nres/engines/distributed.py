@@ -7,7 +7,8 @@ pairs (``shard_map`` of :meth:`OnlineES.window`, so host callbacks such as CPU M
 see only local pairs), then gathers the per-pair scalars (25 bytes per pair: the only
 data that crosses devices and processes) and rebuilds the gradient from the episode
 keys on every device (:meth:`OnlineES.gradient`), so the optax step needs no further
-communication. A whole chunk of updates stays one compiled call.
+communication. A whole chunk of updates stays one compiled call; the burn-in is one
+call of the same program, each device running its own pairs.
 
 Process 0 writes the run directory; the others run the identical loop and write into
 a private temporary directory that is deleted at the end (see :mod:`nres.cli`).
@@ -82,11 +83,12 @@ class DistributedEngine:
         self.state_specs = map_particle_axis(_particle_spec, template)
         scalar_specs = WindowScalars(*([PartitionSpec("particles")] * len(WindowScalars._fields)))
         estimator = trainer.estimator
-        window = jax.shard_map(estimator.window, mesh=mesh, in_specs=(self.state_specs, PartitionSpec()),
+        window = jax.shard_map(estimator.window, mesh=mesh,
+                               in_specs=(self.state_specs, PartitionSpec(), PartitionSpec()),
                                out_specs=(scalar_specs, self.state_specs), check_vma=False)
 
-        def estimate(state, theta):
-            scalars, state = window(state, theta)
+        def estimate(state, theta, burn_in):
+            scalars, state = window(state, theta, burn_in)
             scalars = jax.lax.with_sharding_constraint(scalars, self.replicated)  # N scalars cross devices
             grad, info = estimator.gradient(scalars, theta)
             return grad, state, info
@@ -110,8 +112,8 @@ class DistributedEngine:
         """Every process gets the whole learner (a collective: all processes call it)."""
         return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), self._gather(learner))
 
-    def run_chunk(self, learner, count):
-        return self._chunk(learner, count)
+    def run_chunk(self, learner, count, hold):
+        return self._chunk(learner, count, self._global(hold, self.replicated))
 
     def close(self) -> None:
         pass

@@ -22,8 +22,8 @@ class LocalEngine:
     def host(self, learner):
         return learner
 
-    def run_chunk(self, learner, count):
-        return self._chunk(learner, count)
+    def run_chunk(self, learner, count, hold):
+        return self._chunk(learner, count, hold)
 
     def close(self) -> None:
         pass

@@ -8,9 +8,11 @@ from the episode keys (:meth:`OnlineES.gradient`) and applies the optax step wit
 same non-finite guard as the local engine. Logging, checkpoints and resume are the
 local run directory's.
 
-Shards are exact slices: the driver runs the burn-in of all ``N`` pairs (the same
-compiled init as one process) and hands actor ``k`` pairs ``k N/K .. (k+1) N/K - 1``, so
-every pair sees the same keys and positions as in a one-process run.
+Shards are exact slices: the driver builds all ``N`` pairs at ``tau = 0`` (the same
+compiled init as one process) and hands actor ``k`` pairs ``k N/K .. (k+1) N/K - 1``,
+which then run their burn-in windows like any window (with the burn-in's per-pair
+selection, :func:`nres.particles.burn_in_select`), so every pair sees the same keys and
+positions as in a one-process run.
 
 Failures: at every checkpoint the driver keeps each shard's state (it fetches them to
 save the checkpoint anyway) and from then on the ``theta`` of every window. When an
@@ -37,7 +39,7 @@ import numpy as np
 from nres.config import ConfigError, config_to_dict
 from nres.engines import check_scalar_engine
 from nres.estimators.scalars import WindowScalars, scalar_bytes
-from nres.particles import map_particle_axis
+from nres.particles import burn_in_select, map_particle_axis
 
 MAX_RESTARTS_PER_WINDOW = 3
 
@@ -51,22 +53,34 @@ class _Worker:
 
         config = resolve_config(config)
         self.index = index
-        self.estimator = build_estimator(config, build_task(config))
-        self._window = jax.jit(self.estimator.window)
+        estimator = self.estimator = build_estimator(config, build_task(config))
+        self.no_hold = np.zeros((config.num_particles,), np.int32)
+        size = len(state.particles.tau)
+        pairs = slice(index * size, (index + 1) * size)
+
+        def window(state, theta, hold, index):
+            burning = index < jnp.max(hold)  # hold: every pair's, so all actors agree
+            scalars, new = estimator.window(state, theta, burning)
+            return scalars, burn_in_select(new, state, hold[pairs], index, estimator.unroll_length, burning)
+
+        self._window = jax.jit(window)
         self.state = jax.device_put(state)
 
     def pid(self) -> int:
         return os.getpid()
 
-    def window(self, theta):
-        scalars, self.state = self._window(self.state, theta)
+    def window(self, theta, hold=None, index=0):
+        """Window ``index`` of a chunk with burn-in windows ``hold`` (all ``N``; None: none)."""
+        hold = self.no_hold if hold is None else hold
+        scalars, self.state = self._window(self.state, theta, hold, np.int32(index))
         return jax.device_get(scalars)
 
-    def replay(self, thetas) -> int:
-        for theta in thetas:
-            _, self.state = self._window(self.state, theta)
+    def replay(self, windows) -> int:
+        """Rerun windows given as the ``(theta, hold, index)`` of :meth:`window`."""
+        for theta, hold, index in windows:
+            self.window(theta, hold, index)
         jax.block_until_ready(self.state)
-        return len(thetas)
+        return len(windows)
 
     def get_state(self):
         return jax.device_get(self.state)
@@ -147,14 +161,14 @@ class RayEngine:
         self._token = uuid.uuid4().hex[:8]  # actors are named nres-worker-<token>-<k> (see `ray list actors`)
         self._config = config_to_dict(trainer.config)
         self._snapshot: list = []  # each shard's state at the last checkpoint (host arrays)
-        self._replay: list = []  # theta of every window since then
+        self._replay: list = []  # (theta, hold, index) of every window since then
         self.restarts = 0
         self.bytes_to_workers = self.bytes_from_workers = 0
         estimator = trainer.estimator
 
-        def apply(theta, opt_state, scalars):
+        def apply(theta, opt_state, scalars, burn_in):
             grad, info = estimator.gradient(scalars, theta)
-            return trainer._apply_fn(theta, opt_state, grad, info)
+            return trainer._apply_fn(theta, opt_state, grad, info, burn_in)
 
         self._apply = jax.jit(apply)
 
@@ -219,16 +233,19 @@ class RayEngine:
               f"states and replayed {len(self._replay)} windows in {time.perf_counter() - start:.1f} s",
               file=sys.stderr)
 
-    def run_chunk(self, learner, count):
+    def run_chunk(self, learner, count, hold):
         theta, opt_state = learner.theta, learner.opt_state
         infos, thetas = [], []
-        for _ in range(int(count)):
+        hold = np.asarray(hold) if np.any(hold) else None  # None: a training chunk
+        for index in range(int(count)):
+            burning = hold is not None and index < hold.max()
             theta_host = jax.device_get(theta)
             ref = self.ray.put(theta_host)
-            parts = self._gather(lambda a: a.window.remote(ref))
-            self._replay.append(theta_host)
+            args = (hold, index) if burning else (None, 0)
+            parts = self._gather(lambda a: a.window.remote(ref, *args))
+            self._replay.append((theta_host, *args))
             scalars = WindowScalars(*(jnp.concatenate(xs) for xs in zip(*parts)))
-            theta, opt_state, info = self._apply(theta, opt_state, scalars)
+            theta, opt_state, info = self._apply(theta, opt_state, scalars, np.bool_(burning))
             infos.append(info)
             thetas.append(theta)
             size = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(theta_host))

@@ -37,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from nres.estimators.base import WindowInfo, check_positive_int, check_window
+from nres.estimators.base import Unrolled, WindowInfo, check_positive_int, check_window
 from nres.estimators.online_es import clear_noise, refresh_noise
-from nres.particles import Particles, advance, burn_in, init_particles, noise_key, step_inputs
+from nres.particles import Particles, advance, init_particles, noise_key, step_inputs
 from nres.task import Task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
 
@@ -73,7 +73,7 @@ def float_part(state: PyTree) -> tuple[list, Callable[[list], PyTree]]:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _SingleTrajectory:
+class _SingleTrajectory(Unrolled):
     """Shared bookkeeping of the baselines (attributes as in :class:`OnlineES`)."""
 
     task: Task
@@ -100,17 +100,16 @@ class _SingleTrajectory:
         """Method state at ``tau = 0`` around fresh particles."""
         raise NotImplementedError
 
-    def _step(self, state, theta: PyTree, active: Optional[jax.Array] = None):
+    def _step(self, state, theta: PyTree):
         """One step of every particle: ``(state, contribution, losses [N], nonfinite [N])``."""
         raise NotImplementedError
 
-    def init(self, key: jax.Array, theta: PyTree):
+    def start(self, key: jax.Array, theta: PyTree):
+        """Every particle at ``tau = 0`` and its burn-in windows (see
+        :class:`nres.estimators.base.Unrolled`; :meth:`init` runs them)."""
         k_particles, k_positions = jax.random.split(key)
         state = self._initial(init_particles(self.task, k_particles, self.num_particles, members=1), theta)
-        if not self.step_unlocked:
-            return state
-        step = lambda state, s, active: self._step(state, theta, active)[0]
-        return burn_in(step, state, k_positions, self.num_particles, self.task.horizon, self.unroll_length)
+        return state, self.burn_in_windows(k_positions)
 
     def _scan_window(self, state, theta: PyTree, zero_contribution: PyTree):
         """``W`` steps: ``(state, sum of contributions, loss sum, losses [W, N], bad [N])``."""
@@ -129,7 +128,7 @@ class _SingleTrajectory:
     def _info(self, losses: jax.Array, bad: jax.Array) -> WindowInfo:
         return WindowInfo(train_loss=jnp.mean(losses), num_nonfinite=jnp.sum(bad))
 
-    def _plain_step(self, particles: Particles, theta: PyTree, active: Optional[jax.Array]):
+    def _plain_step(self, particles: Particles, theta: PyTree):
         """Step every trajectory under ``theta`` and apply the reset rule."""
         skeys, batches = step_inputs(self.task, particles)
 
@@ -138,7 +137,7 @@ class _SingleTrajectory:
             return state, self.task.loss(theta, state, t, batch)
 
         inner, losses = jax.vmap(one)(_member(particles.inner), particles.tau, skeys, batches)
-        particles, _ = advance(self.task, particles, _as_member(inner), losses[None], active)
+        particles, _ = advance(self.task, particles, _as_member(inner), losses[None])
         return particles, losses
 
 
@@ -155,12 +154,13 @@ class Backprop(_SingleTrajectory):
     def _initial(self, particles, theta):
         return BackpropState(particles)
 
-    def _step(self, state, theta, active=None):
-        particles, losses = self._plain_step(state.particles, theta, active)
+    def _step(self, state, theta):
+        particles, losses = self._plain_step(state.particles, theta)
         return BackpropState(particles), None, losses, ~jnp.isfinite(losses)
 
-    def estimate(self, state: BackpropState, theta: PyTree) -> tuple[PyTree, BackpropState, WindowInfo]:
-        """``grad = d/dtheta (1/(N W)) sum_{i, t in window} L_{i,t}`` with the start state fixed."""
+    def estimate(self, state: BackpropState, theta: PyTree, burn_in=False) -> tuple[PyTree, BackpropState, WindowInfo]:
+        """``grad = d/dtheta (1/(N W)) sum_{i, t in window} L_{i,t}`` with the start state fixed
+        (``burn_in``: the window is one of the burn-in's, which changes nothing here)."""
 
         def window_loss(theta):
             start = jax.lax.stop_gradient(state)
@@ -197,7 +197,7 @@ class UORO(_SingleTrajectory):
         d = ravel_pytree(theta)[0].size
         return UOROState(particles, jnp.zeros((self.num_particles, n)), jnp.zeros((self.num_particles, d)))
 
-    def _step(self, state, theta, active=None):
+    def _step(self, state, theta):
         particles = state.particles
         flat_theta, unravel_theta = ravel_pytree(theta)
         skeys, batches = step_inputs(self.task, particles)
@@ -228,15 +228,13 @@ class UORO(_SingleTrajectory):
         inner, losses, s_tilde, th_tilde, grads = jax.vmap(one)(
             _member(particles.inner), state.state_tilde, state.theta_tilde, particles.tau, skeys, batches, nu_keys
         )
-        weights = jnp.ones_like(losses) if active is None else active.astype(losses.dtype)
-        contribution = unravel_theta(weights @ grads)
-        particles, done = advance(self.task, particles, _as_member(inner), losses[None], active)
-        keep = ~done if active is None else active & ~done
-        s_tilde = jnp.where(keep[:, None], s_tilde, jnp.where(done[:, None], 0.0, state.state_tilde))
-        th_tilde = jnp.where(keep[:, None], th_tilde, jnp.where(done[:, None], 0.0, state.theta_tilde))
+        contribution = unravel_theta(jnp.ones_like(losses) @ grads)
+        particles, done = advance(self.task, particles, _as_member(inner), losses[None])
+        s_tilde = jnp.where(done[:, None], 0.0, s_tilde)
+        th_tilde = jnp.where(done[:, None], 0.0, th_tilde)
         return UOROState(particles, s_tilde, th_tilde), contribution, losses, ~jnp.isfinite(losses)
 
-    def estimate(self, state: UOROState, theta: PyTree) -> tuple[PyTree, UOROState, WindowInfo]:
+    def estimate(self, state: UOROState, theta: PyTree, burn_in=False) -> tuple[PyTree, UOROState, WindowInfo]:
         state, total, losses, bad = self._scan_window(state, theta, tree_zeros_like(theta))
         grad = tree_scale(total, 1.0 / (self.num_particles * self.unroll_length))
         return grad, state, self._info(losses, bad)
@@ -274,10 +272,9 @@ class ForwardGradient(_SingleTrajectory):
         xi = None if self.noise_period >= self.task.horizon else direction
         return ForwardState(particles, [jnp.zeros_like(x) for x in floats], direction, xi)
 
-    def _step(self, state, theta, active=None):
+    def _step(self, state, theta):
         particles = state.particles
         draw = particles.tau % self.noise_period == 0
-        draw = draw if active is None else draw & active
         block = particles.tau // self.noise_period
         direction, xi = refresh_noise(theta, particles.episode_key, draw, block, state.direction, state.xi, 1.0)
         skeys, batches = step_inputs(self.task, particles)
@@ -298,16 +295,13 @@ class ForwardGradient(_SingleTrajectory):
         inner, tangent, losses, dloss = jax.vmap(one)(
             _member(particles.inner), state.tangent, direction, particles.tau, skeys, batches
         )
-        weights = dloss if active is None else jnp.where(active, dloss, 0.0)
-        contribution = tree_weighted_sum(weights, direction if xi is None else xi)
-        particles, done = advance(self.task, particles, _as_member(inner), losses[None], active)
-        if active is not None:
-            tangent = tree_where(active, tangent, state.tangent)
+        contribution = tree_weighted_sum(dloss, direction if xi is None else xi)
+        particles, done = advance(self.task, particles, _as_member(inner), losses[None])
         tangent = tree_where(~done, tangent, tree_zeros_like(tangent))
         direction, xi = clear_noise(done, direction, xi)
         return ForwardState(particles, tangent, direction, xi), contribution, losses, ~jnp.isfinite(losses)
 
-    def estimate(self, state: ForwardState, theta: PyTree) -> tuple[PyTree, ForwardState, WindowInfo]:
+    def estimate(self, state: ForwardState, theta: PyTree, burn_in=False) -> tuple[PyTree, ForwardState, WindowInfo]:
         state, total, losses, bad = self._scan_window(state, theta, tree_zeros_like(theta))
         grad = tree_scale(total, 1.0 / (self.num_particles * self.unroll_length))
         return grad, state, self._info(losses, bad)

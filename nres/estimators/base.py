@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
+from nres.particles import burn_in, unlocked_windows
 from nres.task import validate_task
 
 
@@ -19,6 +21,28 @@ class WindowInfo(NamedTuple):
 
     train_loss: jax.Array
     num_nonfinite: jax.Array
+
+
+class Unrolled:
+    """Start and burn-in shared by every estimator (fields ``task``, ``num_particles``,
+    ``unroll_length``, ``step_unlocked``; methods ``start`` and ``estimate``).
+
+    ``start(key, theta) -> (state, hold)`` gives the state with every pair at ``tau = 0``
+    and the burn-in windows ``hold`` ``[N]`` each pair runs to reach its step-unlocked
+    position ``tau_i = hold[i] W`` (:func:`nres.particles.burn_in_select`);
+    :meth:`init` runs them.
+    """
+
+    def burn_in_windows(self, key: jax.Array) -> jax.Array:
+        if not self.step_unlocked:
+            return jnp.zeros((self.num_particles,), jnp.int32)
+        return unlocked_windows(key, self.num_particles, self.task.horizon, self.unroll_length)
+
+    def init(self, key: jax.Array, theta):
+        """The state after the burn-in: pairs at step-unlocked positions reached by really
+        unrolling under ``theta``."""
+        state, hold = self.start(key, theta)
+        return burn_in(self.estimate, state, theta, hold, self.unroll_length)
 
 
 def check_positive_int(name: str, value) -> int:

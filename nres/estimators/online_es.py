@@ -35,13 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nres.estimators.base import WindowInfo, check_positive_float, check_positive_int, check_window
+from nres.estimators.base import Unrolled, WindowInfo, check_positive_float, check_positive_int, check_window
 from nres.estimators.scalars import WindowScalars, finish, gradient_from_scalars
 from nres.noise import antithetic, sample_noise
 from nres.particles import (
     Particles,
     advance,
-    burn_in,
     init_particles,
     noise_key,
     step_pairs,
@@ -85,7 +84,7 @@ class OnlineESState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class OnlineES:
+class OnlineES(Unrolled):
     """GPES_K and its special cases. Use the constructors in :mod:`nres.estimators`.
 
     Attributes:
@@ -150,21 +149,22 @@ class OnlineES:
         return 1 if self.reuses_noise else -(-self.task.horizon // self.noise_period)
 
     # -- the estimator -----------------------------------------------------------------
-    def init(self, key: jax.Array, theta: PyTree) -> OnlineESState:
-        """Particles at step-unlocked positions reached by really unrolling under ``theta``."""
+    def start(self, key: jax.Array, theta: PyTree) -> tuple[OnlineESState, jax.Array]:
+        """Every pair at ``tau = 0`` (no noise drawn yet) and its burn-in windows (see
+        :class:`nres.estimators.base.Unrolled`; :meth:`init` runs them).
+
+        The burn-in unrolls the pairs under ``theta +/- eps`` with the estimator's own
+        noise rule, except TES, which draws its noise once at ``tau = 0`` and keeps it,
+        as if the burn-in were one window.
+        """
         k_particles, k_positions = jax.random.split(key)
-        eps = tree_broadcast(tree_zeros_like(theta), self.num_particles)
+        eps = tree_broadcast(tree_zeros_like(theta), self.num_particles) if self.store_noise else None
         state = OnlineESState(
             particles=init_particles(self.task, k_particles, self.num_particles),
             eps=eps,
             xi=None if self.reuses_noise else eps,
         )
-        if self.step_unlocked:
-            step = lambda state, s, active: self._step(state, theta, s, active=active)[0]
-            state = burn_in(step, state, k_positions, self.num_particles, self.task.horizon, self.unroll_length)
-        # Without stored noise the burn-in's noise is dropped: every window regenerates
-        # eps = noise block tau // K of the episode, which is what the state held.
-        return state if self.store_noise else state._replace(eps=None, xi=None)
+        return state, self.burn_in_windows(k_positions)
 
     @property
     def window_aligned(self) -> bool:
@@ -178,22 +178,37 @@ class OnlineES:
         k, w, t = self.noise_period, self.unroll_length, self.task.horizon
         return t % w == 0 and (k is None or k % w == 0 or k >= t)
 
-    def estimate(self, state: OnlineESState, theta: PyTree) -> tuple[PyTree, OnlineESState, WindowInfo]:
-        """One window of ``W`` steps for all pairs: returns ``(grad, new_state, info)``."""
+    def estimate(self, state: OnlineESState, theta: PyTree, burn_in=False) -> tuple[PyTree, OnlineESState, WindowInfo]:
+        """One window of ``W`` steps for all pairs: returns ``(grad, new_state, info)``.
+
+        ``burn_in`` (a bool, may be traced): the window is one of the burn-in's (see
+        :meth:`start`; only TES's noise rule differs).
+        """
+        if self._split_burn_in(burn_in):
+            return jax.lax.cond(burn_in, lambda *a: self.estimate(*a, True), self.estimate, state, theta)
         if self.window_aligned:
-            scalars, state, weights = self._window(state, theta)
+            scalars, state, weights = self._window(state, theta, burn_in)
             grad, info = self.gradient(scalars, theta, weights)
             return grad, state, info
-        return self._estimate_per_step(self._tes_restart(state), theta)
+        return self._estimate_per_step(self._tes_restart(state, burn_in), theta, burn_in)
 
-    def window(self, state: OnlineESState, theta: PyTree) -> tuple[WindowScalars, OnlineESState]:
+    def window(self, state: OnlineESState, theta: PyTree, burn_in=False) -> tuple[WindowScalars, OnlineESState]:
         """Run one window of every pair in ``state``; return its scalars and the new state.
 
         Works on any number of pairs (a shard of the population): every pair is
-        independent. Needs :attr:`window_aligned`.
+        independent. Needs :attr:`window_aligned`. ``burn_in`` as in :meth:`estimate`.
         """
-        scalars, state, _ = self._window(state, theta)
+        if self._split_burn_in(burn_in):
+            return jax.lax.cond(burn_in, lambda *a: self.window(*a, True), self.window, state, theta)
+        scalars, state, _ = self._window(state, theta, burn_in)
         return scalars, state
+
+    def _split_burn_in(self, burn_in) -> bool:
+        """TES with a traced ``burn_in``: burn-in and training windows become the two
+        branches of a ``lax.cond``, so the training window is the program it is without
+        a burn-in (a traced noise rule inside it would change XLA's fusion of the noise
+        into the steps, and with it the last bit of the states)."""
+        return self.noise_period is None and not isinstance(burn_in, bool)
 
     def gradient(self, scalars: WindowScalars, theta: PyTree, weights: Optional[PyTree] = None):
         """``(grad, info)`` of a window from the scalars of all ``N`` pairs (noise regenerated
@@ -201,19 +216,19 @@ class OnlineES:
         return gradient_from_scalars(scalars, theta, sigma=self.sigma, unroll_length=self.unroll_length,
                                      max_span=self.max_span, loss_normalize=self.loss_normalize, weights=weights)
 
-    def _tes_restart(self, state: OnlineESState) -> OnlineESState:
-        if self.noise_period is not None:
+    def _tes_restart(self, state: OnlineESState, burn_in: bool = False) -> OnlineESState:
+        if self.noise_period is not None or burn_in:
             return state
-        # TES: both members restart from the carried state
+        # TES: both members restart from the carried state (not within the burn-in)
         inner = jax.tree_util.tree_map(lambda x: jnp.stack([x[0], x[0]]), state.particles.inner)
         return state._replace(particles=state.particles._replace(inner=inner))
 
-    def _estimate_per_step(self, state: OnlineESState, theta: PyTree):
+    def _estimate_per_step(self, state: OnlineESState, theta: PyTree, burn_in=False):
         """The window with the noise and reset rules applied before and after every step."""
 
         def body(carry, s):
             state, grad, loss_sum, diff_sum, bad = carry
-            state, contribution, losses, nonfinite = self._step(state, theta, s)
+            state, contribution, losses, nonfinite = self._step(state, theta, s, burn_in)
             carry = (
                 state,
                 tree_add(grad, contribution),
@@ -228,7 +243,7 @@ class OnlineES:
         (state, grad_sum, loss_sum, diff_sum, bad), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
         return self._finish(grad_sum, state, loss_sum, diff_sum, bad)
 
-    def _window(self, state: OnlineESState, theta: PyTree):
+    def _window(self, state: OnlineESState, theta: PyTree, burn_in=False):
         """The window when :attr:`window_aligned`: noise and reset rules applied once.
 
         Returns the scalars, the new state and the pairs' stored ``xi`` (None without
@@ -236,8 +251,8 @@ class OnlineES:
         """
         if not self.window_aligned:
             raise ValueError(self.not_aligned_message("a window reported as scalars"))
-        particles = self._tes_restart(state).particles
-        draw, block = self._noise_schedule(particles.tau, window_start=True)
+        particles = self._tes_restart(state, burn_in).particles
+        draw, block = self._noise_schedule(particles.tau, window_start=True, burn_in=burn_in)
         if self.store_noise:
             eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
         else:
@@ -275,17 +290,20 @@ class OnlineES:
         grad, info = finish(grad_sum, diff_sum, loss_sum, bad, self.sigma, self.unroll_length, self.loss_normalize)
         return grad, state, info
 
-    def _noise_schedule(self, tau: jax.Array, window_start) -> tuple[jax.Array, jax.Array]:
+    def _noise_schedule(self, tau: jax.Array, window_start, burn_in: bool = False) -> tuple[jax.Array, jax.Array]:
         """Which pairs draw fresh noise before this step (``[N]`` bool) and its block index.
 
         GPES: when ``tau mod K == 0``, block ``tau // K``. TES (``K`` None): at every
-        window start, block ``tau`` (unique within the episode).
+        window start, block ``tau`` (unique within the episode); in the burn-in only at
+        ``tau = 0``, block 0.
         """
+        if self.noise_period is None and burn_in:
+            return window_start & (tau == 0), jnp.zeros_like(tau)
         if self.noise_period is None:
             return jnp.broadcast_to(window_start, tau.shape), tau
         return tau % self.noise_period == 0, tau // self.noise_period
 
-    def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, active: Optional[jax.Array] = None):
+    def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, burn_in=False):
         """One step of every pair. ``s`` is the step index within the window.
 
         Returns the new state, this step's gradient contribution
@@ -293,17 +311,11 @@ class OnlineES:
         and the per-pair non-finite flags ``[N]``.
         """
         particles = state.particles
-        draw, block = self._noise_schedule(particles.tau, window_start=s == 0)
-        if active is not None:
-            draw = draw & active
-
+        draw, block = self._noise_schedule(particles.tau, window_start=s == 0, burn_in=burn_in)
         eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
         new_inner, losses = step_pairs(self.task, antithetic(theta, eps), particles)
-        weights = losses[0] - losses[1]
-        if active is not None:
-            weights = jnp.where(active, weights, 0.0)
-        contribution = tree_weighted_sum(weights, eps if xi is None else xi)
-        particles, done = advance(self.task, particles, new_inner, losses, active)
+        contribution = tree_weighted_sum(losses[0] - losses[1], eps if xi is None else xi)
+        particles, done = advance(self.task, particles, new_inner, losses)
         if self.noise_period is not None:  # episode end: xi = eps_cur = 0
             eps, xi = clear_noise(done, eps, xi)
         nonfinite = ~jnp.all(jnp.isfinite(losses), axis=0)
