@@ -48,23 +48,33 @@ from nres.particles import (
     window_batches,
 )
 from nres.task import Task
-from nres.tree import PyTree, tree_add, tree_broadcast, tree_weighted_sum, tree_where, tree_zeros_like
+from nres.tree import (
+    PyTree,
+    masked_vmap,
+    selection_size,
+    tree_add,
+    tree_broadcast,
+    tree_weighted_sum,
+    tree_where,
+    tree_zeros_like,
+)
 
 
 def refresh_noise(
     theta: PyTree, episode_key: jax.Array, draw: jax.Array, block: jax.Array, eps: PyTree, xi: Optional[PyTree],
-    sigma: float,
+    sigma: float, fraction: float = 1.0,
 ) -> tuple[PyTree, Optional[PyTree]]:
     """The GPES noise rule before a step: where ``draw`` ``[N]``, ``eps_cur`` becomes the
     fresh noise of block ``block`` ``[N]`` and ``xi += eps_cur`` (``xi`` None: no accumulator).
+
+    ``fraction`` (static): the expected share of pairs drawing; the noise is sampled only
+    for the drawing pairs (:func:`nres.tree.masked_vmap`), which pays when it is small.
+    ``xi += eps_cur`` stays outside that computation: inside, XLA would fuse the add with
+    the sampler's scale (one rounding instead of two) and change the bits of ``xi``.
     """
-
-    def fresh_noise(_):
-        return jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, sigma))(episode_key, block)
-
-    fresh = jax.lax.cond(jnp.any(draw), fresh_noise, lambda _: eps, None)
-    new_eps = tree_where(draw, fresh, eps)
-    return new_eps, None if xi is None else tree_where(draw, tree_add(xi, fresh), xi)
+    fresh = lambda row: sample_noise(noise_key(*row), theta, sigma)
+    eps = masked_vmap(fresh, draw, (episode_key, block), eps, selection_size(draw.shape[0], fraction))
+    return eps, None if xi is None else tree_where(draw, tree_add(xi, eps), xi)
 
 
 def clear_noise(done: jax.Array, eps: PyTree, xi: Optional[PyTree]) -> tuple[PyTree, Optional[PyTree]]:
@@ -239,7 +249,8 @@ class OnlineES:
         particles = self._tes_restart(state).particles
         draw, block = self._noise_schedule(particles.tau, window_start=True)
         if self.store_noise:
-            eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
+            eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma,
+                                    self._draw_fraction(self.unroll_length))
         else:
             eps = jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
         thetas = antithetic(theta, eps)
@@ -285,6 +296,13 @@ class OnlineES:
             return jnp.broadcast_to(window_start, tau.shape), tau
         return tau % self.noise_period == 0, tau // self.noise_period
 
+    def _draw_fraction(self, steps: int) -> float:
+        """The expected share of pairs drawing fresh noise at the start of ``steps`` steps
+        when positions are step-unlocked: ``steps / min(K, T)`` (all of them for TES)."""
+        if self.noise_period is None:
+            return 1.0
+        return steps / min(self.noise_period, self.task.horizon)
+
     def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, active: Optional[jax.Array] = None):
         """One step of every pair. ``s`` is the step index within the window.
 
@@ -297,7 +315,8 @@ class OnlineES:
         if active is not None:
             draw = draw & active
 
-        eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
+        eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma,
+                                self._draw_fraction(1))
         new_inner, losses = step_pairs(self.task, antithetic(theta, eps), particles)
         weights = losses[0] - losses[1]
         if active is not None:
