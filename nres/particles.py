@@ -197,6 +197,7 @@ def advance(
     losses: jax.Array,
     active: Optional[jax.Array] = None,
     steps: int = 1,
+    selective: bool = False,
 ) -> tuple[Particles, jax.Array]:
     """The particle-reset rule. Returns the advanced particles and ``done`` ``[N]``.
 
@@ -207,6 +208,10 @@ def advance(
     it, ``losses`` any per-window aggregate that turns non-finite with any step).
     ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
     single-trajectory particles).
+
+    Episodes end rarely, so the key and state work is skipped when no pair resets, and
+    with ``selective`` (positions step-unlocked: about ``N * steps / T`` pairs reset at a
+    time) done only for the resetting pairs (:func:`nres.tree.masked_vmap`).
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + steps >= task.horizon) | ~finite
@@ -220,9 +225,7 @@ def advance(
         key = jax.random.fold_in(key, _NEXT)
         return tree_broadcast(_initial_state(task, key), losses.shape[0]), key
 
-    # Episodes end rarely: the key and state work is done only for the pairs that reset,
-    # about N * steps / T of them when positions are step-unlocked (none, mostly, when locked).
-    size = selection_size(done.shape[0], steps / task.horizon)
+    size = selection_size(done.shape[0], steps / task.horizon) if selective else done.shape[0]
     inner, episode_key = masked_vmap(fresh_episode, done, particles.episode_key,
                                      (new_inner, particles.episode_key), size, out_axes=(1, 0))
     return Particles(inner, jnp.where(done, 0, tau), episode_key), done

@@ -112,7 +112,7 @@ def many_pairs_reset():
         keys = jnp.where(done[:, None], fresh_keys, keys)
         return keys, jnp.where(done[None, :, None], fresh[None], inner)
 
-    step = jax.jit(lambda particles, inner: advance(task, particles, inner, jnp.zeros((2, n))))
+    step = jax.jit(lambda particles, inner: advance(task, particles, inner, jnp.zeros((2, n)), selective=True))
     return task, init_particles(task, jax.random.PRNGKey(1), n), step, jax.jit(rule)
 
 

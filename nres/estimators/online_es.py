@@ -67,8 +67,9 @@ def refresh_noise(
     """The GPES noise rule before a step: where ``draw`` ``[N]``, ``eps_cur`` becomes the
     fresh noise of block ``block`` ``[N]`` and ``xi += eps_cur`` (``xi`` None: no accumulator).
 
-    ``fraction`` (static): the expected share of pairs drawing; the noise is sampled only
-    for the drawing pairs (:func:`nres.tree.masked_vmap`), which pays when it is small.
+    ``fraction`` (static): the expected share of pairs drawing. When it is small (a window
+    of step-unlocked pairs) the noise is sampled only for the drawing pairs
+    (:func:`nres.tree.masked_vmap`); by default for all pairs or, when none draws, none.
     ``xi += eps_cur`` stays outside that computation: inside, XLA would fuse the add with
     the sampler's scale (one rounding instead of two) and change the bits of ``xi``.
     """
@@ -241,6 +242,11 @@ class OnlineES:
     def _window(self, state: OnlineESState, theta: PyTree):
         """The window when :attr:`window_aligned`: noise and reset rules applied once.
 
+        Step-unlocked, only about ``N W / T`` pairs start or end an episode in a window
+        (``N W / K`` draw for GPES with ``K < T``), so the noise and the reset work are
+        done for those pairs only (:func:`nres.tree.masked_vmap`): a window then costs
+        about what a step-locked one does, where both happen for all pairs or none.
+
         Returns the scalars, the new state and the pairs' stored ``xi`` (None without
         stored noise).
         """
@@ -250,7 +256,7 @@ class OnlineES:
         draw, block = self._noise_schedule(particles.tau, window_start=True)
         if self.store_noise:
             eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma,
-                                    self._draw_fraction(self.unroll_length))
+                                    self._window_draw_fraction)
         else:
             eps = jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
         thetas = antithetic(theta, eps)
@@ -274,7 +280,8 @@ class OnlineES:
             first_block=block if self.reuses_noise else jnp.zeros_like(block),
             last_block=block,
         )
-        particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length)
+        particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length,
+                                  selective=True)
         if not self.store_noise:
             return scalars, OnlineESState(particles, None, None), None
         weights = eps if xi is None else xi
@@ -296,12 +303,13 @@ class OnlineES:
             return jnp.broadcast_to(window_start, tau.shape), tau
         return tau % self.noise_period == 0, tau // self.noise_period
 
-    def _draw_fraction(self, steps: int) -> float:
-        """The expected share of pairs drawing fresh noise at the start of ``steps`` steps
-        when positions are step-unlocked: ``steps / min(K, T)`` (all of them for TES)."""
+    @property
+    def _window_draw_fraction(self) -> float:
+        """The expected share of pairs drawing fresh noise at a window start when positions
+        are step-unlocked: ``W / min(K, T)`` (all of them for TES)."""
         if self.noise_period is None:
             return 1.0
-        return steps / min(self.noise_period, self.task.horizon)
+        return self.unroll_length / min(self.noise_period, self.task.horizon)
 
     def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, active: Optional[jax.Array] = None):
         """One step of every pair. ``s`` is the step index within the window.
@@ -315,8 +323,7 @@ class OnlineES:
         if active is not None:
             draw = draw & active
 
-        eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma,
-                                self._draw_fraction(1))
+        eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
         new_inner, losses = step_pairs(self.task, antithetic(theta, eps), particles)
         weights = losses[0] - losses[1]
         if active is not None:
