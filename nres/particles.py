@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from nres.task import Batch, Task
-from nres.tree import PyTree, tree_broadcast, tree_where
+from nres.tree import PyTree, masked_vmap, selection_size, tree_broadcast, tree_where
 
 _STEP, _BATCH, _INIT, _NEXT = 1, 2, 3, 4
 _NOISE_OFFSET = 8
@@ -55,10 +55,14 @@ def batch_key(episode_key: jax.Array, t: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(episode_key, _BATCH), t)
 
 
+def _initial_state(task: Task, episode_key: jax.Array) -> PyTree:
+    """The initial state of the episode with key ``episode_key`` ``[2]``."""
+    return task.init_state(jax.random.fold_in(episode_key, _INIT))
+
+
 def _initial_inner(task: Task, episode_keys: jax.Array, members: int = 2) -> PyTree:
     """Fresh episode states for keys ``[n, 2]``, duplicated over the member axis."""
-    states = jax.vmap(lambda k: task.init_state(jax.random.fold_in(k, _INIT)))(episode_keys)
-    return tree_broadcast(states, members)
+    return tree_broadcast(jax.vmap(lambda k: _initial_state(task, k))(episode_keys), members)
 
 
 def init_particles(task: Task, key: jax.Array, num_particles: int, members: int = 2) -> Particles:
@@ -201,6 +205,7 @@ def advance(
     losses: jax.Array,
     active: Optional[jax.Array] = None,
     steps: int = 1,
+    selective: bool = False,
 ) -> tuple[Particles, jax.Array]:
     """The particle-reset rule. Returns the advanced particles and ``done`` ``[N]``.
 
@@ -211,6 +216,10 @@ def advance(
     it, ``losses`` any per-window aggregate that turns non-finite with any step).
     ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
     single-trajectory particles).
+
+    Episodes end rarely, so the key and state work is skipped when no pair resets, and
+    with ``selective`` (positions step-unlocked: about ``N * steps / T`` pairs reset at a
+    time) done only for the resetting pairs (:func:`nres.tree.masked_vmap`).
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + steps >= task.horizon) | ~finite
@@ -220,15 +229,13 @@ def advance(
         new_inner = tree_where(active, new_inner, particles.inner, axis=1)
         tau = jnp.where(active, tau, particles.tau)
 
-    def reset(operands):
-        inner, keys = operands
-        next_keys = jax.vmap(lambda k: jax.random.fold_in(k, _NEXT))(keys)
-        keys = jnp.where(done[:, None], next_keys, keys)
-        fresh = _initial_inner(task, keys, losses.shape[0])
-        return tree_where(done, fresh, inner, axis=1), keys
+    def fresh_episode(key):  # one pair: [members, ...] and [2]
+        key = jax.random.fold_in(key, _NEXT)
+        return tree_broadcast(_initial_state(task, key), losses.shape[0]), key
 
-    # Episodes end rarely: skip the key and state work for windows where none does.
-    inner, episode_key = jax.lax.cond(jnp.any(done), reset, lambda x: x, (new_inner, particles.episode_key))
+    size = selection_size(done.shape[0], steps / task.horizon) if selective else done.shape[0]
+    inner, episode_key = masked_vmap(fresh_episode, done, particles.episode_key,
+                                     (new_inner, particles.episode_key), size, out_axes=(1, 0))
     return Particles(inner, jnp.where(done, 0, tau), episode_key), done
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import math
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,80 @@ def tree_where(mask: jax.Array, on_true: PyTree, on_false: PyTree, axis: int = 0
         return jnp.where(m, x, y)
 
     return jax.tree_util.tree_map(pick, on_true, on_false)
+
+
+def selection_size(n: int, fraction: float) -> int:
+    """The static bound ``M`` of :func:`masked_vmap` for ``n`` rows of which about
+    ``n * fraction`` are selected at a time: that mean plus four of its Poisson standard
+    deviations plus 4, or ``n`` (no selective path) when the bound exceeds ``n / 2``,
+    where selecting would save little.
+    """
+    mean = n * min(max(fraction, 0.0), 1.0)
+    size = math.ceil(mean + 4.0 * math.sqrt(mean)) + 4
+    return size if 2 * size <= n else n
+
+
+def first_indices(mask: jax.Array, size: int) -> jax.Array:
+    """``jnp.nonzero(mask, size=size, fill_value=n)``: the indices of the first ``size``
+    set entries of ``mask`` bool ``[n]`` in increasing order, int32 ``[size]``, padded with ``n``.
+
+    Each entry's rank among the set entries is counted on ``mask`` packed into 32-bit
+    words (a population count within the word plus a cumulative sum over the
+    ``n / 32`` words), then scattered: on a CPU about a third of the cost of
+    ``jnp.nonzero``, whose two cumulative sums run over all ``n`` entries.
+    """
+    n = mask.shape[0]
+    words = -(-n // 32)
+    bits = jnp.pad(mask, (0, 32 * words - n)).reshape(words, 32).astype(jnp.uint32)
+    packed = jnp.sum(bits << jnp.arange(32, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)  # entries 32w .. 32w+31
+    per_word = jax.lax.population_count(packed).astype(jnp.int32)
+    word_start = jnp.cumsum(per_word) - per_word  # set entries before word w
+    i = jnp.arange(n, dtype=jnp.int32)
+    below = packed[i // 32] & ((jnp.uint32(1) << (i % 32).astype(jnp.uint32)) - 1)
+    rank = word_start[i // 32] + jax.lax.population_count(below).astype(jnp.int32)  # set entries before i
+    return jnp.full((size,), n, jnp.int32).at[jnp.where(mask, rank, size)].set(i, mode="drop")
+
+
+def masked_vmap(fn: Callable, mask: jax.Array, inputs: PyTree, on_false: PyTree, size: int,
+                out_axes: Any = 0) -> PyTree:
+    """``tree_where(mask, jax.vmap(fn, out_axes=out_axes)(inputs), on_false)``, with ``fn``
+    run only on the rows where ``mask`` is set.
+
+    Shapes: ``mask`` bool ``[n]``; ``inputs`` a pytree whose leaves carry ``n`` on axis 0
+    (``fn`` gets one row: the leaves without that axis); ``fn(row)`` returns one row of
+    ``on_false``, whose leaves carry ``n`` on axis ``out_axes`` (an int, or a prefix
+    pytree of ``on_false`` as in ``jax.vmap``). ``size`` is a static ``M <= n``.
+
+    With no row set, ``fn`` does not run. With ``1 .. M`` rows set, their indices are
+    gathered into a buffer of ``M`` (:func:`first_indices`; padding repeats a row and is
+    dropped), ``fn`` runs on those ``M`` rows and the results are scattered back. With
+    more than ``M`` (or ``M >= n``) it runs on all ``n`` rows and selects. Every row
+    ``fn`` computes is computed the same way in each case, so the result does not depend
+    on the path, bit for bit, as long as ``fn``'s row results do not depend on the batch
+    size (true of elementwise work such as key hashing and sampling).
+    """
+    n = mask.shape[0]
+    leafwise = lambda f, *trees: jax.tree_util.tree_map(
+        lambda axis, *subtrees: jax.tree_util.tree_map(functools.partial(f, axis), *subtrees), out_axes, *trees)
+    batched = jax.vmap(fn, out_axes=out_axes)
+
+    def none(_):
+        return on_false
+
+    def every(_):
+        return leafwise(lambda axis, new, old: tree_where(mask, new, old, axis), batched(inputs), on_false)
+
+    def some(_):
+        index = first_indices(mask, size)
+        rows = jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=0, mode="clip"), inputs)
+        scatter = lambda axis, old, new: old.at[(slice(None),) * axis + (index,)].set(new, mode="drop")
+        return leafwise(scatter, on_false, batched(rows))
+
+    count = jnp.sum(mask, dtype=jnp.int32)
+    if size >= n:
+        return jax.lax.cond(count > 0, every, none, None)
+    branch = jnp.where(count == 0, 0, jnp.where(count <= size, 1, 2))
+    return jax.lax.switch(branch, (none, some, every), None)
 
 
 def tree_weighted_sum(weights: jax.Array, tree: PyTree) -> PyTree:

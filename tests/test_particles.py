@@ -7,6 +7,7 @@ import nres
 from nres.noise import sample_noise
 from nres.particles import advance, init_particles, noise_key, step_key, step_pairs, unlocked_positions
 from nres.task import Task
+from nres.tree import selection_size
 
 T, W, N = 16, 4, 64
 
@@ -121,6 +122,40 @@ def test_reset_rule_at_horizon_and_on_nonfinite_loss():
     assert fresh.inner.shape[2:] == new.inner.shape[2:]
     # A reset pair starts from its new episode's initial state in both members.
     np.testing.assert_array_equal(new.inner[0, 0], new.inner[1, 0])
+
+
+@pytest.fixture(scope="module")
+def many_pairs_reset():
+    """64 pairs, T = 40: the compiled reset rule (``advance``) and the rule written out
+    for every pair, then selected."""
+    task, n = _data_task(horizon=40), 64
+
+    def rule(keys, inner, done):
+        fresh_keys = jax.vmap(lambda k: jax.random.fold_in(k, 4))(keys)
+        fresh = jax.vmap(lambda k: task.init_state(jax.random.fold_in(k, 3)))(fresh_keys)
+        keys = jnp.where(done[:, None], fresh_keys, keys)
+        return keys, jnp.where(done[None, :, None], fresh[None], inner)
+
+    step = jax.jit(lambda particles, inner: advance(task, particles, inner, jnp.zeros((2, n)), selective=True))
+    return task, init_particles(task, jax.random.PRNGKey(1), n), step, jax.jit(rule)
+
+
+@pytest.mark.parametrize("resets", [0, 3, 11, 40], ids=["none", "few", "bound", "many"])
+def test_reset_of_a_few_pairs_among_many_equals_the_rule(many_pairs_reset, resets):
+    """About 64/40 pairs reset per step, so the reset work runs on the resetting pairs only
+    (up to selection_size(64, 1/40) = 11 of them); any count gives the rule's result bit
+    for bit: new key fold_in(k, 4) and that episode's initial state in both members."""
+    task, particles, step, rule = many_pairs_reset
+    n = particles.tau.shape[0]
+    assert selection_size(n, 1 / task.horizon) == 11
+    resetting = np.random.default_rng(resets).permutation(n)[:resets]
+    particles = particles._replace(tau=jnp.zeros(n, jnp.int32).at[resetting].set(task.horizon - 1))
+    inner = particles.inner + 1.0
+    new, done = step(particles, inner)
+    keys, want = rule(particles.episode_key, inner, done)
+    assert int(np.sum(done)) == resets
+    np.testing.assert_array_equal(new.episode_key, keys)
+    np.testing.assert_array_equal(new.inner, want)
 
 
 def test_inactive_pairs_do_not_move():

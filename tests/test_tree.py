@@ -1,8 +1,12 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nres.tree import (
+    first_indices,
+    masked_vmap,
+    selection_size,
     tree_add,
     tree_all_finite,
     tree_broadcast,
@@ -41,3 +45,78 @@ def test_broadcast_and_finiteness():
     assert tree_broadcast(TREE, 4)["a"].shape == (4, 3, 2)
     assert bool(tree_all_finite(TREE))
     assert not bool(tree_all_finite({"a": jnp.array([1.0, jnp.nan])}))
+
+
+
+# masked_vmap: n = 10 rows, at most M = 4 done selectively. Row i of the inputs is a key
+# and a number; fn returns a [2, 3] block (rows on axis 1 of "a", like the member axis of
+# particle states) and a number (rows on axis 0 of "b").
+ROWS, M = 10, 4
+INPUTS = (jax.random.split(jax.random.PRNGKey(0), ROWS), jnp.arange(ROWS, dtype=jnp.float32))
+ON_FALSE = {"a": -jnp.ones((2, ROWS, 3)), "b": jnp.full((ROWS,), -1.0)}
+OUT_AXES = {"a": 1, "b": 0}
+
+
+def _row(row):
+    key, x = row
+    noise = jax.random.normal(key, (3,))
+    return {"a": jnp.stack([noise, x * noise]), "b": 0.1 * x + 1.0}
+
+
+def _masked(mask, inputs=INPUTS, on_false=ON_FALSE, size=M):
+    return masked_vmap(_row, mask, inputs, on_false, size, out_axes=OUT_AXES)
+
+
+def _full(mask, inputs, on_false):
+    rows = jax.vmap(_row, out_axes=OUT_AXES)(inputs)
+    return {"a": tree_where(mask, rows["a"], on_false["a"], axis=1), "b": tree_where(mask, rows["b"], on_false["b"])}
+
+
+@pytest.fixture(scope="module")
+def masked_and_full():
+    """The compiled helper and the full computation (``fn`` on every row, then select).
+    Inputs are arguments, not constants, which XLA would fold with other arithmetic."""
+    return jax.jit(_masked), jax.jit(_full)
+
+
+@pytest.mark.parametrize("selected", [[], [3], [0, 9], [1, 2, 5, 9], [0, 2, 4, 6, 7], list(range(ROWS))],
+                         ids=["none", "one", "ends", "exactly_M", "more_than_M", "all"])
+def test_masked_vmap_equals_the_full_computation(masked_and_full, selected):
+    masked, full = masked_and_full
+    mask = jnp.zeros(ROWS, bool).at[jnp.asarray(selected, jnp.int32)].set(True)
+    got, want = masked(mask, INPUTS, ON_FALSE), full(mask, INPUTS, ON_FALSE)
+    for leaf in ("a", "b"):
+        np.testing.assert_array_equal(got[leaf], want[leaf])  # bit for bit
+
+
+def test_masked_vmap_has_a_selective_branch_only_below_n_rows():
+    def branches(size):
+        jaxpr = jax.make_jaxpr(lambda mask: _masked(mask, size=size))(jnp.zeros(ROWS, bool))
+        return [len(e.params["branches"]) for e in jaxpr.eqns if e.primitive.name == "cond"]
+
+    assert branches(M) == [3]  # none / up to M rows / all rows
+    assert branches(ROWS) == [2]  # none / all rows
+
+
+def test_masked_vmap_keeps_absent_leaves():
+    eps, xi = masked_vmap(lambda row: (row * 2.0, None), jnp.array([True, False, False]), jnp.ones(3),
+                          (jnp.zeros(3), None), 1)
+    np.testing.assert_array_equal(eps, [2.0, 0.0, 0.0])
+    assert xi is None
+
+
+@pytest.mark.parametrize("n", [32, 70])
+def test_first_indices_equals_nonzero(n):
+    rng = np.random.default_rng(n)
+    masks = jnp.asarray(rng.random((40, n)) < rng.choice([0.0, 0.05, 0.3, 1.0], (40, 1)))  # 40 masks at once
+    for size in (5, n):
+        got = jax.jit(jax.vmap(lambda mask: first_indices(mask, size)))(masks)
+        want = jax.vmap(lambda mask: jnp.nonzero(mask, size=size, fill_value=n)[0])(masks)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_selection_size_covers_the_expected_count_or_falls_back_to_all_rows():
+    assert 10 + 4 * np.sqrt(10) < selection_size(200, 0.05) <= 100  # the default Lorenz NRES window
+    assert selection_size(200, 1 / 2000) == 6
+    assert selection_size(200, 0.5) == selection_size(200, 1.0) == 200
+    assert selection_size(8, 0.0) == 4 and selection_size(7, 0.0) == 7

@@ -47,23 +47,34 @@ from nres.particles import (
     window_batches,
 )
 from nres.task import Task
-from nres.tree import PyTree, tree_add, tree_broadcast, tree_weighted_sum, tree_where, tree_zeros_like
+from nres.tree import (
+    PyTree,
+    masked_vmap,
+    selection_size,
+    tree_add,
+    tree_broadcast,
+    tree_weighted_sum,
+    tree_where,
+    tree_zeros_like,
+)
 
 
 def refresh_noise(
     theta: PyTree, episode_key: jax.Array, draw: jax.Array, block: jax.Array, eps: PyTree, xi: Optional[PyTree],
-    sigma: float,
+    sigma: float, fraction: float = 1.0,
 ) -> tuple[PyTree, Optional[PyTree]]:
     """The GPES noise rule before a step: where ``draw`` ``[N]``, ``eps_cur`` becomes the
     fresh noise of block ``block`` ``[N]`` and ``xi += eps_cur`` (``xi`` None: no accumulator).
+
+    ``fraction`` (static): the expected share of pairs drawing. When it is small (a window
+    of step-unlocked pairs) the noise is sampled only for the drawing pairs
+    (:func:`nres.tree.masked_vmap`); by default for all pairs or, when none draws, none.
+    ``xi += eps_cur`` stays outside that computation: inside, XLA would fuse the add with
+    the sampler's scale (one rounding instead of two) and change the bits of ``xi``.
     """
-
-    def fresh_noise(_):
-        return jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, sigma))(episode_key, block)
-
-    fresh = jax.lax.cond(jnp.any(draw), fresh_noise, lambda _: eps, None)
-    new_eps = tree_where(draw, fresh, eps)
-    return new_eps, None if xi is None else tree_where(draw, tree_add(xi, fresh), xi)
+    fresh = lambda row: sample_noise(noise_key(*row), theta, sigma)
+    eps = masked_vmap(fresh, draw, (episode_key, block), eps, selection_size(draw.shape[0], fraction))
+    return eps, None if xi is None else tree_where(draw, tree_add(xi, eps), xi)
 
 
 def clear_noise(done: jax.Array, eps: PyTree, xi: Optional[PyTree]) -> tuple[PyTree, Optional[PyTree]]:
@@ -246,6 +257,11 @@ class OnlineES(Unrolled):
     def _window(self, state: OnlineESState, theta: PyTree, burn_in=False):
         """The window when :attr:`window_aligned`: noise and reset rules applied once.
 
+        Step-unlocked, only about ``N W / T`` pairs start or end an episode in a window
+        (``N W / K`` draw for GPES with ``K < T``), so the noise and the reset work are
+        done for those pairs only (:func:`nres.tree.masked_vmap`): a window then costs
+        about what a step-locked one does, where both happen for all pairs or none.
+
         Returns the scalars, the new state and the pairs' stored ``xi`` (None without
         stored noise).
         """
@@ -254,7 +270,8 @@ class OnlineES(Unrolled):
         particles = self._tes_restart(state, burn_in).particles
         draw, block = self._noise_schedule(particles.tau, window_start=True, burn_in=burn_in)
         if self.store_noise:
-            eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
+            eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma,
+                                    self._window_draw_fraction)
         else:
             eps = jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
         thetas = antithetic(theta, eps)
@@ -278,7 +295,8 @@ class OnlineES(Unrolled):
             first_block=block if self.reuses_noise else jnp.zeros_like(block),
             last_block=block,
         )
-        particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length)
+        particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length,
+                                  selective=True)
         if not self.store_noise:
             return scalars, OnlineESState(particles, None, None), None
         weights = eps if xi is None else xi
@@ -302,6 +320,14 @@ class OnlineES(Unrolled):
         if self.noise_period is None:
             return jnp.broadcast_to(window_start, tau.shape), tau
         return tau % self.noise_period == 0, tau // self.noise_period
+
+    @property
+    def _window_draw_fraction(self) -> float:
+        """The expected share of pairs drawing fresh noise at a window start when positions
+        are step-unlocked: ``W / min(K, T)`` (all of them for TES)."""
+        if self.noise_period is None:
+            return 1.0
+        return self.unroll_length / min(self.noise_period, self.task.horizon)
 
     def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, burn_in=False):
         """One step of every pair. ``s`` is the step index within the window.
