@@ -45,14 +45,13 @@ def selection_size(n: int, fraction: float) -> int:
     return size if 2 * size <= n else n
 
 
-def first_indices(mask: jax.Array, size: int) -> jax.Array:
-    """``jnp.nonzero(mask, size=size, fill_value=n)``: the indices of the first ``size``
-    set entries of ``mask`` bool ``[n]`` in increasing order, int32 ``[size]``, padded with ``n``.
+def set_ranks(mask: jax.Array) -> jax.Array:
+    """For every entry of ``mask`` bool ``[n]``, how many set entries come before it
+    (int32 ``[n]``; at set entries: its rank among them, as in ``cumsum(mask) - 1``).
 
-    Each entry's rank among the set entries is counted on ``mask`` packed into 32-bit
-    words (a population count within the word plus a cumulative sum over the
-    ``n / 32`` words), then scattered: on a CPU about a third of the cost of
-    ``jnp.nonzero``, whose two cumulative sums run over all ``n`` entries.
+    Counted on ``mask`` packed into 32-bit words: a population count within the word
+    plus a cumulative sum over the ``n / 32`` words, on a CPU a fraction of the cost of
+    a cumulative sum over all ``n`` entries.
     """
     n = mask.shape[0]
     words = -(-n // 32)
@@ -62,8 +61,7 @@ def first_indices(mask: jax.Array, size: int) -> jax.Array:
     word_start = jnp.cumsum(per_word) - per_word  # set entries before word w
     i = jnp.arange(n, dtype=jnp.int32)
     below = packed[i // 32] & ((jnp.uint32(1) << (i % 32).astype(jnp.uint32)) - 1)
-    rank = word_start[i // 32] + jax.lax.population_count(below).astype(jnp.int32)  # set entries before i
-    return jnp.full((size,), n, jnp.int32).at[jnp.where(mask, rank, size)].set(i, mode="drop")
+    return word_start[i // 32] + jax.lax.population_count(below).astype(jnp.int32)
 
 
 def masked_vmap(fn: Callable, mask: jax.Array, inputs: PyTree, on_false: PyTree, size: int,
@@ -76,36 +74,37 @@ def masked_vmap(fn: Callable, mask: jax.Array, inputs: PyTree, on_false: PyTree,
     ``on_false``, whose leaves carry ``n`` on axis ``out_axes`` (an int, or a prefix
     pytree of ``on_false`` as in ``jax.vmap``). ``size`` is a static ``M <= n``.
 
-    With no row set, ``fn`` does not run. With ``1 .. M`` rows set, their indices are
-    gathered into a buffer of ``M`` (:func:`first_indices`; padding repeats a row and is
-    dropped), ``fn`` runs on those ``M`` rows and the results are scattered back. With
-    more than ``M`` (or ``M >= n``) it runs on all ``n`` rows and selects. Every row
-    ``fn`` computes is computed the same way in each case, so the result does not depend
-    on the path, bit for bit, as long as ``fn``'s row results do not depend on the batch
-    size (true of elementwise work such as key hashing and sampling).
+    With no row set, ``fn`` does not run. Otherwise the set rows are taken ``M`` at a
+    time in increasing order (one round when at most ``M`` are set): their indices go
+    into a buffer of ``M`` (by :func:`set_ranks`; padding repeats a row and is
+    dropped), ``fn`` runs on those ``M`` rows and the results are scattered back. So
+    ``fn`` is compiled once, for ``M`` rows. With ``M >= n`` it runs on all ``n`` rows
+    and selects. The result is the same bit for bit in every case as long as ``fn``'s
+    row results do not depend on the batch (true of elementwise work such as key
+    hashing and sampling).
     """
     n = mask.shape[0]
     leafwise = lambda f, *trees: jax.tree_util.tree_map(
         lambda axis, *subtrees: jax.tree_util.tree_map(functools.partial(f, axis), *subtrees), out_axes, *trees)
     batched = jax.vmap(fn, out_axes=out_axes)
 
-    def none(_):
-        return on_false
-
     def every(_):
         return leafwise(lambda axis, new, old: tree_where(mask, new, old, axis), batched(inputs), on_false)
 
-    def some(_):
-        index = first_indices(mask, size)
-        rows = jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=0, mode="clip"), inputs)
-        scatter = lambda axis, old, new: old.at[(slice(None),) * axis + (index,)].set(new, mode="drop")
-        return leafwise(scatter, on_false, batched(rows))
+    def selected(_):
+        rank, row = set_ranks(mask), jnp.arange(n, dtype=jnp.int32)
+
+        def chunk(j, out):  # the set rows of rank j M .. j M + M - 1
+            slot = jnp.where(mask & (rank >= j * size), rank - j * size, size)  # >= size: dropped
+            index = jnp.full((size,), n, jnp.int32).at[slot].set(row, mode="drop")  # padding: n
+            rows = jax.tree_util.tree_map(lambda x: jnp.take(x, index, axis=0, mode="clip"), inputs)
+            scatter = lambda axis, old, new: old.at[(slice(None),) * axis + (index,)].set(new, mode="drop")
+            return leafwise(scatter, out, batched(rows))
+
+        return jax.lax.fori_loop(0, (count + size - 1) // size, chunk, on_false)
 
     count = jnp.sum(mask, dtype=jnp.int32)
-    if size >= n:
-        return jax.lax.cond(count > 0, every, none, None)
-    branch = jnp.where(count == 0, 0, jnp.where(count <= size, 1, 2))
-    return jax.lax.switch(branch, (none, some, every), None)
+    return jax.lax.cond(count > 0, every if size >= n else selected, lambda _: on_false, None)
 
 
 def tree_weighted_sum(weights: jax.Array, tree: PyTree) -> PyTree:

@@ -260,7 +260,8 @@ class OnlineES(Unrolled):
         Step-unlocked, only about ``N W / T`` pairs start or end an episode in a window
         (``N W / K`` draw for GPES with ``K < T``), so the noise and the reset work are
         done for those pairs only (:func:`nres.tree.masked_vmap`): a window then costs
-        about what a step-locked one does, where both happen for all pairs or none.
+        about what a step-locked one does, where both happen for all pairs or none (and
+        are skipped when none).
 
         Returns the scalars, the new state and the pairs' stored ``xi`` (None without
         stored noise).
@@ -296,7 +297,7 @@ class OnlineES(Unrolled):
             last_block=block,
         )
         particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length,
-                                  selective=True)
+                                  selective=self.step_unlocked)
         if not self.store_noise:
             return scalars, OnlineESState(particles, None, None), None
         weights = eps if xi is None else xi
@@ -323,9 +324,9 @@ class OnlineES(Unrolled):
 
     @property
     def _window_draw_fraction(self) -> float:
-        """The expected share of pairs drawing fresh noise at a window start when positions
-        are step-unlocked: ``W / min(K, T)`` (all of them for TES)."""
-        if self.noise_period is None:
+        """The expected share of pairs drawing fresh noise at a window start: ``W / min(K, T)``
+        when positions are step-unlocked; 1 (all of them, or none) for step-locked pairs and TES."""
+        if self.noise_period is None or not self.step_unlocked:
             return 1.0
         return self.unroll_length / min(self.noise_period, self.task.horizon)
 
