@@ -3,12 +3,12 @@
 A run compiles its programs (the init, the chunk of updates, which also runs the
 burn-in, and the evaluation) once; with the cache on, a later run of the same
 configuration on the same machine and JAX version loads them from disk instead of
-compiling again, so it starts in about the time of its imports. Two layers: JAX's own persistent cache (every program, keyed on
-the lowered program, so a hit still traces and lowers it) and, for the run's init and
-update programs, :class:`Program`, which stores the executable keyed on what
-determines it and loads it without tracing (``DIR/executables``). Cached programs give
-the same results as freshly compiled ones (both store the compiled executable of the
-same program).
+compiling again, so it starts in about the time of its imports. Two layers: JAX's own
+persistent cache (every program, keyed on the lowered program, so a hit still traces
+and lowers it) and, for the run's init and update programs, :class:`Program`, which
+stores the executable keyed on what determines it and loads it without tracing
+(``DIR/executables``). Cached programs give the same results as freshly compiled ones
+(both store the compiled executable of the same program).
 
 Where: ``$XDG_CACHE_HOME/nres/jax`` (default ``~/.cache/nres/jax``). The environment
 variable ``NRES_COMPILATION_CACHE=DIR`` moves it, ``NRES_COMPILATION_CACHE=off``
