@@ -50,15 +50,20 @@ def set_ranks(mask: jax.Array) -> jax.Array:
     (int32 ``[n]``; at set entries: its rank among them, as in ``cumsum(mask) - 1``).
 
     Counted on ``mask`` packed into 32-bit words: a population count within the word
-    plus a cumulative sum over the ``n / 32`` words, on a CPU a fraction of the cost of
-    a cumulative sum over all ``n`` entries.
+    plus the set entries of the words before, on a CPU a fraction of the cost of a
+    cumulative sum over all ``n`` entries. Up to 64 words the latter is one masked sum
+    (``words^2`` additions, cheaper there than XLA's cumulative sum), beyond a cumulative sum.
     """
     n = mask.shape[0]
     words = -(-n // 32)
     bits = jnp.pad(mask, (0, 32 * words - n)).reshape(words, 32).astype(jnp.uint32)
     packed = jnp.sum(bits << jnp.arange(32, dtype=jnp.uint32), axis=1, dtype=jnp.uint32)  # entries 32w .. 32w+31
     per_word = jax.lax.population_count(packed).astype(jnp.int32)
-    word_start = jnp.cumsum(per_word) - per_word  # set entries before word w
+    if words <= 64:  # set entries before word w
+        w = jnp.arange(words)
+        word_start = jnp.sum(jnp.where(w[None, :] < w[:, None], per_word[None, :], 0), axis=1)
+    else:
+        word_start = jnp.cumsum(per_word) - per_word
     i = jnp.arange(n, dtype=jnp.int32)
     below = packed[i // 32] & ((jnp.uint32(1) << (i % 32).astype(jnp.uint32)) - 1)
     return word_start[i // 32] + jax.lax.population_count(below).astype(jnp.int32)

@@ -107,7 +107,7 @@ def test_masked_vmap_keeps_absent_leaves():
     assert xi is None
 
 
-@pytest.mark.parametrize("n", [32, 70])
+@pytest.mark.parametrize("n", [32, 70, 2100])  # up to 64 words and beyond
 def test_set_ranks_count_the_set_entries_before_each(n):
     rng = np.random.default_rng(n)
     masks = rng.random((40, n)) < rng.choice([0.0, 0.05, 0.3, 1.0], (40, 1))  # 40 masks at once
