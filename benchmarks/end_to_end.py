@@ -246,7 +246,7 @@ def logging_ratio(args) -> None:
     work = pathlib.Path(tempfile.mkdtemp(prefix="nres-e2e-log-"))
 
     class Quiet(run_module.Run):
-        def plot(self, rows=None, worker=None):  # drawn once per run, not per update
+        def plot(self, rows=None):  # drawn once per run, not per update: timed apart below
             pass
 
     template = Quiet(work / "template", config)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import subprocess
 from typing import Sequence
 
 X_AXES = {
@@ -192,83 +191,3 @@ def plot_comparison(
     save(fig, out)
     plt.close(fig)
     return curves
-
-
-# -- drawing the curves in another process ---------------------------------------------
-# Importing matplotlib takes about 0.3 s of Python, which in a training process competes
-# with the training loop for the interpreter lock. CurvesWorker starts a child process that
-# imports it on another core while training runs; at the end the run hands it the rows
-# and waits for curves.png. If the child cannot be used, the curves are drawn in-process.
-
-
-class CurvesWorker:
-    """A child process that draws :func:`plot_run_curves` once, when :meth:`draw` is called.
-
-    The child ignores SIGINT and SIGTERM (the run decides when to stop and still asks for
-    the curves so far) and exits when its parent closes the pipe, killed or not.
-    """
-
-    def __init__(self):
-        import sys
-
-        self.process = None
-        if "matplotlib.pyplot" in sys.modules:  # already imported here: drawing in-process is cheaper
-            return
-        try:
-            self.process = subprocess.Popen([sys.executable, "-m", "nres.plotting"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        except OSError:
-            self.process = None
-
-    def draw(self, rows: list[dict], out: str | pathlib.Path, title: str = "") -> None:
-        """Draw the curves (in the child if it runs; raises the child's ``OSError`` as its own)."""
-        import json
-
-        process, self.process = self.process, None
-        if process is not None:
-            try:
-                reply, _ = process.communicate(json.dumps({"rows": rows, "out": str(out), "title": title}),
-                                               timeout=600)
-                result = json.loads(reply or "{}")
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                process.kill()
-                process.wait()
-                result = {}
-            if result.get("ok"):
-                return
-            if result.get("errno") is not None:
-                raise OSError(result["errno"], result["strerror"], result.get("filename"))
-        plot_run_curves(rows, out, title)  # no child, or it failed in some other way
-
-    def close(self) -> None:
-        """End the child without drawing (idempotent)."""
-        process, self.process = self.process, None
-        if process is not None:
-            process.stdin.close()
-            process.wait()
-
-
-def _serve() -> int:
-    """The child of :class:`CurvesWorker`: import matplotlib, then draw one request."""
-    import json
-    import signal
-    import sys
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pyplot()
-    request = sys.stdin.read()
-    if not request:  # the parent closed the pipe: nothing to draw
-        return 0
-    request = json.loads(request)
-    try:
-        plot_run_curves(request["rows"], request["out"], request["title"])
-    except OSError as err:
-        print(json.dumps({"errno": err.errno, "strerror": err.strerror, "filename": err.filename}))
-        return 1
-    print(json.dumps({"ok": True}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_serve())

@@ -20,7 +20,7 @@ from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.engines import EngineOptions
 from nres.estimators import ES_ESTIMATORS
 from nres.interrupts import deferred_stop, exit_code
-from nres.plotting import CurvesWorker, plot_run_curves, run_label
+from nres.plotting import plot_run_curves, run_label
 from nres.progress import progress, track
 from nres.training import Counters, Learner, Steps, Trainer
 
@@ -135,7 +135,7 @@ class Run:
         update, and never twice for one iteration.
         """
         config = self.config
-        curves = CurvesWorker()  # imports matplotlib in a child process while training runs
+        _prefetch_plotting()
         thetas = rundir.ThetaTrajectory(self.path)
         if resumed:
             thetas.truncate(counters.iteration, learner.theta)
@@ -242,28 +242,35 @@ class Run:
                     evaluate(learner, counters)
                 stop_if_asked()
         except RunStopped:
-            self.plot(worker=curves)  # the checkpoint is saved; the curves so far
+            self.plot()  # the checkpoint is saved; the curves so far
             raise
         finally:
-            curves.close()
             bar.close()
             tensorboard.close()
             writer.close()  # every checkpoint on disk before the run returns or stops
         rows = rundir.tidy_rows(history + [dict(zip(_PLAIN_KEYS, values)) for columns in plain_chunks
                                            for values in zip(*columns)])
-        self.plot(rows, curves)
+        self.plot(rows)
         reason = divergence(rows)
         if reason:
             raise RunStopped(f"diverged: {reason} (lower --lr or --sigma); results in {self.path}", EXIT_DIVERGED)
         return counters
 
-    def plot(self, rows: Optional[list[dict]] = None, worker: Optional[CurvesWorker] = None) -> None:
-        """Draw ``curves.png`` from ``rows`` (default: read ``metrics.jsonl``), in ``worker``
-        if given."""
+    def plot(self, rows: Optional[list[dict]] = None) -> None:
+        """Draw ``curves.png`` from ``rows`` (default: read ``metrics.jsonl``)."""
         rows = rundir.read_metrics(self.path) if rows is None else rows
         if rows:
-            title = f"{self.config.task}: {run_label(config_to_dict(self.config))}"
-            (worker.draw if worker is not None else plot_run_curves)(rows, self.path / rundir.CURVES, title)
+            plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
+
+
+def _prefetch_plotting() -> None:
+    """Import matplotlib in the background while training runs: the curves drawn at the
+    end then cost only the drawing (the import overlaps compilation and the updates)."""
+    import threading
+
+    from nres.plotting import pyplot
+
+    threading.Thread(target=pyplot, name="nres-import-matplotlib", daemon=True).start()
 
 
 def _to_boundary(iteration: int, every: int) -> int:

@@ -1,4 +1,3 @@
-import pytest
 from nres.plotting import X_AXES, plot_comparison, plot_run_curves, run_label
 
 ROWS = [{"iteration": i, "wall_time_s": 0.1 * i, "total_env_steps": 10 * i, "sequential_steps": 5 * i,
@@ -79,41 +78,3 @@ def test_smoothing_follows_the_trend_and_damps_the_alternation():
     assert len(smoothed) == len(ys) and smoothed[0] == ys[0]
     assert max(abs(s - 10.0) for s in smoothed[100:]) < 0.2, "alternation of +-1 averaged out over ~20 points"
     assert smooth([1.0, float("nan"), 3.0])[1] == 1.0
-
-
-def _curve_rows(n=40):
-    return [{"iteration": i, "wall_time_s": 0.1 * i, "total_env_steps": 10 * i, "sequential_steps": i,
-             "train_loss": 100.0 / i} for i in range(1, n + 1)]
-
-
-def test_the_worker_draws_in_a_child_what_the_process_draws_itself(tmp_path, monkeypatch):
-    import sys
-
-    from nres.plotting import CurvesWorker, plot_run_curves
-
-    monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)  # as in a fresh `nres train`
-    worker = CurvesWorker()
-    assert worker.process is not None
-    pid = worker.process.pid
-    worker.draw(_curve_rows(), tmp_path / "child.png", "t")
-    assert worker.process is None and (tmp_path / "child.png").stat().st_size > 0
-    with pytest.raises(ProcessLookupError):  # the child has exited
-        import os
-        os.kill(pid, 0)
-    plot_run_curves(_curve_rows(), tmp_path / "here.png", "t")
-    assert (tmp_path / "child.png").read_bytes() == (tmp_path / "here.png").read_bytes()
-
-
-def test_the_worker_reports_a_write_error_as_an_os_error(tmp_path, monkeypatch):
-    import sys
-
-    from nres.plotting import CurvesWorker
-
-    monkeypatch.delitem(sys.modules, "matplotlib.pyplot", raising=False)
-    worker = CurvesWorker()
-    with pytest.raises(OSError) as err:
-        worker.draw(_curve_rows(), tmp_path / "missing-dir" / "c.png")
-    assert err.value.errno is not None and "missing-dir" in str(err.value.filename)
-    closed = CurvesWorker()
-    closed.close()  # ends the child without drawing
-    assert closed.process is None
