@@ -2,7 +2,9 @@
 
 Every estimator has ``init(key, theta) -> state`` and
 ``estimate(state, theta) -> (grad, state, info)``; ``grad`` is a pytree shaped like
-``theta`` that any optax ``GradientTransformation`` consumes.
+``theta`` that any optax ``GradientTransformation`` consumes. ``init`` is
+``start(key, theta) -> (state, hold)`` (every pair at ``tau = 0``) followed by the
+burn-in's ``hold`` windows (:func:`nres.particles.burn_in`).
 
 ES family (SPEC section 2), all one implementation (:class:`OnlineES`):
 ``fulles``, ``tes``, ``pes``, ``gpes`` (needs ``noise_period`` K) and ``nres``.
@@ -71,7 +73,7 @@ def _build_fulles(task, *, num_particles, unroll_length, sigma, **options):
 
 
 # name -> builder(task, *, num_particles, unroll_length, sigma, noise_period, **options).
-# Every estimator built here has init/estimate, env_steps_per_update,
+# Every estimator built here has start/init/estimate, env_steps_per_update,
 # sequential_steps_per_update, burn_in_env_steps(state) and name; options are
 # estimator-specific switches such as loss_normalize.
 ESTIMATORS = {
