@@ -417,9 +417,14 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _field_head(number: int, length: int) -> bytes:
+    """The key and length of a length-delimited protobuf field of ``length`` bytes."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return _field_head(number, len(payload)) + payload
 
 
 class TensorBoardLog:
@@ -458,7 +463,12 @@ class TensorBoardLog:
     def _head(wall_time: float, step: int | None = None) -> bytes:
         """``Event.wall_time`` (field 1, double) and ``Event.step`` (field 2, varint)."""
         head = b"\x09" + struct.pack("<d", wall_time)
-        return head if step is None else head + b"\x10" + _varint(step % (1 << 64))
+        return head if step is None else head + TensorBoardLog._step(step)
+
+    @staticmethod
+    def _step(step: int) -> bytes:
+        """``Event.step`` (field 2, varint)."""
+        return b"\x10" + _varint(step % (1 << 64))
 
     def _write(self, payloads: list[bytes]) -> None:
         self.file.write(tfrecords(payloads))
@@ -492,9 +502,8 @@ class TensorBoardLog:
         for i, (head, column) in enumerate(zip(heads, values.values())):
             packed[f"h{i}"], packed[f"v{i}"] = head, column
         data, size = packed.tobytes(), layout.itemsize
-        before = b"\x09" + struct.pack("<d", time.time()) + b"\x10"  # Event.wall_time, the key of Event.step
-        after = _varint(5 << 3 | 2) + _varint(size)  # Event.summary and its length
-        self._write([before + _varint(step) + after + data[k * size:(k + 1) * size]
+        head, summary = self._head(time.time()), _field_head(5, size)  # Event.wall_time; Event.summary's key
+        self._write([head + self._step(step) + summary + data[k * size:(k + 1) * size]
                      for k, step in enumerate(np.asarray(iterations).tolist())])
 
     def scalars(self, rows: dict[str, Any] | list[dict[str, Any]], prefix: str) -> None:
