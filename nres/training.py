@@ -337,23 +337,14 @@ class Trainer:
         streak = np.where(last_good < 0, counters.consecutive_nonfinite + np.arange(1, count + 1),
                           np.arange(count) - last_good)
         steps_done = np.arange(1, count + 1)
-        steps = Steps(
-            iteration=counters.iteration + steps_done,
-            wall_time_s=counters.wall_time_s + elapsed * steps_done / count,
-            total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update * steps_done,
-            sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update * steps_done,
-            consecutive_nonfinite=streak,
-            info=info,
-            theta=jax.tree_util.tree_map(lambda x: x[:count], thetas),
-            counters=Counters(
-                iteration=counters.iteration + count,
-                total_env_steps=counters.total_env_steps + self.estimator.env_steps_per_update * count,
-                sequential_steps=counters.sequential_steps + self.estimator.sequential_steps_per_update * count,
-                wall_time_s=counters.wall_time_s + elapsed,
-                consecutive_nonfinite=int(streak[-1]),
-                nonfinite_windows=counters.nonfinite_windows + int(np.sum(bad)),
-            ),
-        )
+        iteration = counters.iteration + steps_done
+        wall_time_s = counters.wall_time_s + elapsed * steps_done / count
+        total_env_steps = counters.total_env_steps + self.estimator.env_steps_per_update * steps_done
+        sequential_steps = counters.sequential_steps + self.estimator.sequential_steps_per_update * steps_done
+        after = Counters(int(iteration[-1]), int(total_env_steps[-1]), int(sequential_steps[-1]),
+                         float(wall_time_s[-1]), int(streak[-1]), counters.nonfinite_windows + int(np.sum(bad)))
+        steps = Steps(iteration, wall_time_s, total_env_steps, sequential_steps, streak, info,
+                      jax.tree_util.tree_map(lambda x: x[:count], thetas), after)
         return chunk.learner, steps
 
     def update_many(self, learner: Learner, counters: Counters, count: int) -> tuple[Learner, list]:
