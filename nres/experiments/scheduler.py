@@ -80,28 +80,28 @@ def default_jobs(experiment: Experiment) -> int:
 
 
 # -- what a run directory says about itself ------------------------------------------------
-def checkpoint_iteration(path: pathlib.Path) -> Optional[int]:
-    """The update count of a run's checkpoint (read without JAX), ``None`` if there is none."""
-    file = path / rundir.CHECKPOINT
+def _read_npz(file: pathlib.Path, read):
+    """``read(arrays)`` of an ``.npz`` file (without JAX), ``None`` if it is missing or unreadable
+    (an unreadable file is left for ``nres train --resume`` to report)."""
     if not file.is_file():
         return None
     try:
         with np.load(file, allow_pickle=False) as data:
-            return int(json.loads(str(data["metadata"]))["counters"]["iteration"])
-    except Exception:  # an unreadable checkpoint: let `nres train --resume` report it
+            return read(data)
+    except Exception:
         return None
+
+
+def checkpoint_iteration(path: pathlib.Path) -> Optional[int]:
+    """The update count of a run's checkpoint (read without JAX), ``None`` if there is none."""
+    return _read_npz(path / rundir.CHECKPOINT,
+                     lambda data: int(json.loads(str(data["metadata"]))["counters"]["iteration"]))
 
 
 def last_saved_iteration(path: pathlib.Path) -> Optional[int]:
-    file = path / rundir.THETAS
-    if not file.is_file():
-        return None
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            iterations = data["iteration"]
-    except Exception:
-        return None
-    return int(iterations[-1]) if len(iterations) else None
+    """The update of the last saved ``theta``, ``None`` if there is none."""
+    return _read_npz(path / rundir.THETAS,
+                     lambda data: int(data["iteration"][-1]) if len(data["iteration"]) else None)
 
 
 def evaluated(path: pathlib.Path, metric: str) -> bool:
@@ -109,7 +109,7 @@ def evaluated(path: pathlib.Path, metric: str) -> bool:
     last = last_saved_iteration(path)
     if last is None:
         return False
-    return any(r.get("iteration") == last and metric in r for r in rundir.read_metrics(path))
+    return any(r.get("iteration") == last for r in rundir.read_metrics(path, having=metric))
 
 
 def _differences(stored: dict, expected: dict) -> list[str]:
