@@ -18,6 +18,7 @@ Deleting the directory is always safe.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 from typing import Optional
@@ -80,7 +81,7 @@ def enable(setting: Optional[str] = None) -> Optional[pathlib.Path]:
 # -- compiled programs stored whole ------------------------------------------------------
 # JAX's persistent cache is keyed on the lowered program, so even a cache hit first traces
 # and lowers it (for the default Lorenz run, about as long as the updates themselves).
-# `program` stores the compiled executable itself, keyed on everything that determines it
+# `Program` stores the compiled executable itself, keyed on everything that determines it
 # (the caller's description of the program, its argument shapes and shardings, nres's own
 # files, the versions of JAX and of the libraries programs are built from, the devices,
 # XLA_FLAGS and JAX's settings), and loads it without tracing.
@@ -90,20 +91,15 @@ _LIBRARIES = ("jax", "jaxlib", "optax", "numpy", "mujoco", "mujoco-mjx", "scikit
 _active: Optional[pathlib.Path] = None  # the directory `enable` chose
 
 
+@functools.cache
 def _source_digest() -> str:
-    """Digest of every file of the installed nres package (code and data)."""
+    """Digest of every file of the installed nres package (code and data), once per process."""
     import hashlib
 
-    global _SOURCE_DIGEST
-    if _SOURCE_DIGEST is None:
-        digest, root = hashlib.sha256(), pathlib.Path(__file__).resolve().parent
-        for file in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
-        _SOURCE_DIGEST = digest.hexdigest()
-    return _SOURCE_DIGEST
-
-
-_SOURCE_DIGEST: Optional[str] = None
+    digest, root = hashlib.sha256(), pathlib.Path(__file__).resolve().parent
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _environment() -> dict:

@@ -211,7 +211,7 @@ def advance(
 
     A pair whose step reached the horizon (``tau + steps == T``) or produced a non-finite
     loss in either member starts a new episode: fresh key, fresh initial state,
-    ``tau = 0``. Pairs with ``active == False`` (burn-in masking) do not move.
+    ``tau = 0``. Pairs with ``active == False`` do not move.
     ``steps`` > 1 advances a whole window at once (``new_inner`` is the state after
     it, ``losses`` any per-window aggregate that turns non-finite with any step).
     ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
