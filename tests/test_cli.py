@@ -219,6 +219,24 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches(tmp_path):
         assert list(b["iteration"]) == list(range(total + 1))
 
 
+def test_the_command_exits_promptly_with_everything_written(run_a, tmp_path):
+    """``python -m nres.cli`` leaves with ``os._exit`` after a command: its output through
+    a pipe, its exit code and every file of the run are complete, equal to an in-process run."""
+    out = tmp_path / "cmd"
+    cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--out", str(out), "--iterations", "6", "--seed", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(f"done: results in {out}/ (metrics.jsonl, curves.png, thetas.npz, tensorboard/)")
+    assert without_wall_time(rundir.read_metrics(out)) == without_wall_time(rundir.read_metrics(run_a))
+    with np.load(out / "thetas.npz") as a, np.load(run_a / "thetas.npz") as b:
+        np.testing.assert_array_equal(a["theta"], b["theta"])
+    scalars = lambda run: {k: v for k, v in read_event_scalars(run / "tensorboard").items() if "wall_time" not in k}
+    assert scalars(out) == scalars(run_a) and len(scalars(out)["train/train_loss"]) == 6
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([*cmd[:4], "--lr", "-1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.startswith("nres: error:") and bad.stderr.count("\n") == 1, bad.stderr
+
+
 def test_help_lists_the_tasks_own_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--task", "lorenz", "--help"])
