@@ -93,7 +93,7 @@ def seed_key(seed: int):
     return np.asarray([0, seed], np.uint32)
 
 
-MAX_UPDATES_PER_CALL = 100
+MAX_UPDATES_PER_CALL = 1000
 EVAL_EPISODES = 8  # held-out episodes of the default evaluation (tasks without ``evaluate``)
 
 

@@ -50,6 +50,15 @@ def test_vectorised_checksum_equals_tensorboardx(lengths):
     assert rundir.masked_crc32c(records).tolist() == [masked_crc32c(r) for r in records]
 
 
+def test_varints_built_as_arrays_equal_the_per_value_encoding():
+    rng = np.random.default_rng(1)
+    edges = np.array([0, 1, 127, 128, 16383, 16384, 2**63 - 1, 2**64 - 1], np.uint64)
+    values = np.sort(np.concatenate([edges, rng.integers(0, 2**62, 50, dtype=np.uint64)]))
+    runs = rundir._varint_rows(values)
+    assert b"".join(digits.tobytes() for _, digits in runs) == b"".join(rundir._varint(int(v)) for v in values)
+    assert [rows.stop for rows, _ in runs][-1] == len(values) and len({d.shape[1] for _, d in runs}) == len(runs)
+
+
 def test_a_chunk_of_rows_is_one_event_per_row(tmp_path):
     log = rundir.TensorBoardLog(tmp_path)
     rows = [{"iteration": i, "train_loss": 0.5 * i, "total_env_steps": 800 * i, "ok": True} for i in range(1, 101)]
@@ -116,11 +125,12 @@ def test_a_chunk_written_as_columns_equals_the_same_rows_written_one_by_one(tmp_
     from nres import run
     from nres.training import Counters, Steps, UpdateInfo
 
-    n = 300  # iterations cross 128, where the step's varint grows to two bytes
+    n = 300  # iterations cross 128 and 16384, where the step's varint grows to two and three bytes
     rng = np.random.default_rng(0)
     info = UpdateInfo(rng.random(n).astype(np.float32) * 1e3, rng.random(n).astype(np.float32),
                       np.ones(n, bool), np.zeros(n, np.int32))
-    steps = Steps(np.arange(1, n + 1), np.cumsum(rng.random(n)) / 7, 800 * np.arange(1, n + 1),
+    iterations = np.concatenate([np.arange(1, 151), np.arange(16300, 16450)])
+    steps = Steps(iterations, np.cumsum(rng.random(n)) / 7, 800 * np.arange(1, n + 1),
                   100 * np.arange(1, n + 1), np.zeros(n, np.int64), info, {}, Counters())
     rows = run._train_rows(steps)
     columns = run._plain_columns(steps)
