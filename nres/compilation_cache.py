@@ -18,11 +18,9 @@ Deleting the directory is always safe.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import os
 import pathlib
-import threading
 from typing import Optional
 
 ENV = "NRES_COMPILATION_CACHE"
@@ -136,31 +134,19 @@ def _signature(args) -> tuple:
     )
 
 
-_fresh_lock = threading.Lock()
-_fresh_compiles = 0  # compilations in flight with JAX's persistent cache turned off
-
-
 def _compile_fresh(lowered):
     """Compile without JAX's persistent cache: an executable JAX loaded from its cache
-    serializes incompletely (it fails with "Function ... not found" when loaded again).
-    Thread-safe: the cache stays off while any such compilation is in flight."""
+    serializes incompletely (it fails with "Function ... not found" when loaded again)."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    global _fresh_compiles
-    with _fresh_lock:
-        if not _fresh_compiles:
-            jax.config.update("jax_enable_compilation_cache", False)
-            compilation_cache.reset_cache()
-        _fresh_compiles += 1
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
     try:
         return lowered.compile()
     finally:
-        with _fresh_lock:
-            _fresh_compiles -= 1
-            if not _fresh_compiles:
-                jax.config.update("jax_enable_compilation_cache", True)
-                compilation_cache.reset_cache()
+        jax.config.update("jax_enable_compilation_cache", True)
+        compilation_cache.reset_cache()
 
 
 class Program:
@@ -181,37 +167,10 @@ class Program:
         self._compiled: dict = {}
         self._last = None
 
-    def _stored(self) -> bool:
+    def __call__(self, *args):
         if callable(self.identity):
             self.identity = self.identity()
-        return _active is not None and self.identity is not None
-
-    def prepare(self, *args) -> None:
-        """Start loading or compiling the executable for arguments like ``args`` in a
-        background thread and return at once; a later call with arguments of that
-        signature waits for it. ``args`` may be arrays or ``jax.ShapeDtypeStruct`` (with
-        the shardings the call's arrays will have). XLA compiles without holding the
-        GIL, so this overlaps with whatever the caller does next (another program's
-        compilation, the burn-in's set-up). Does nothing for a program that is not stored.
-        """
-        if not self._stored():
-            return
-        signature = _signature(args)
-        if signature in self._compiled:
-            return
-        future: concurrent.futures.Future = concurrent.futures.Future()
-
-        def build():
-            try:
-                future.set_result(self._load_or_compile(signature, args))
-            except BaseException as err:  # re-raised by the call that needs it
-                future.set_exception(err)
-
-        self._compiled[signature] = future
-        threading.Thread(target=build, name="nres-compile", daemon=True).start()
-
-    def __call__(self, *args):
-        if not self._stored():
+        if _active is None or self.identity is None:
             return self._jit(*args)
         if self._last is not None:  # the usual call: the signature of the previous one
             try:
@@ -220,14 +179,8 @@ class Program:
                 pass
         signature = _signature(args)
         compiled = self._compiled.get(signature)
-        if isinstance(compiled, concurrent.futures.Future):
-            try:
-                compiled = compiled.result()
-            except Exception:  # built again here, where its error (if any) belongs
-                compiled = None
         if compiled is None:
-            compiled = self._load_or_compile(signature, args)
-        self._compiled[signature] = compiled
+            compiled = self._compiled[signature] = self._load_or_compile(signature, args)
         self._last = compiled
         return compiled(*args)
 

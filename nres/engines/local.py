@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from nres.compilation_cache import Program
 
 
@@ -23,9 +21,6 @@ class LocalEngine:
 
     def host(self, learner):
         return learner
-
-    def prepare(self, template):
-        self._chunk.prepare(template, np.int32(1), self.trainer.no_hold)
 
     def run_chunk(self, learner, count, hold):
         return self._chunk(learner, count, hold)
