@@ -13,7 +13,8 @@ stores the executable keyed on what determines it and loads it without tracing
 Where: ``$XDG_CACHE_HOME/nres/jax`` (default ``~/.cache/nres/jax``). The environment
 variable ``NRES_COMPILATION_CACHE=DIR`` moves it, ``NRES_COMPILATION_CACHE=off``
 disables it; ``nres train --compilation-cache DIR|off`` does the same for one command.
-Deleting the directory is always safe.
+Deleting the directory is always safe. Stored executables (about 0.25 to 1 MB per
+configuration) are kept within 256 MiB, least recently used first out.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def enable(setting: Optional[str] = None) -> Optional[pathlib.Path]:
 # XLA_FLAGS and JAX's settings), and loads it without tracing.
 
 EXECUTABLES = "executables"  # subfolder of the cache directory
+MAX_STORED_BYTES = 256 * 2**20  # the folder keeps the most recently used executables within this
+_STALE_S = 3600.0  # a temporary file this old was left by a killed process
 _LIBRARIES = ("jax", "jaxlib", "optax", "numpy", "mujoco", "mujoco-mjx", "scikit-learn")
 _active: Optional[pathlib.Path] = None  # the directory `enable` chose
 
@@ -196,7 +199,9 @@ class Program:
         file = _active / EXECUTABLES / f"{key}.bin"
         try:
             with open(file, "rb") as handle:
-                return serialize_executable.deserialize_and_load(*pickle.load(handle))
+                compiled = serialize_executable.deserialize_and_load(*pickle.load(handle))
+            os.utime(file)  # recently used: kept by `_evict`
+            return compiled
         except Exception:  # missing, partly written by a killed process, or unreadable: compile
             pass
         compiled = _compile_fresh(self._jit.lower(*args))
@@ -206,6 +211,38 @@ class Program:
             temporary = file.with_suffix(f".{os.getpid()}.tmp")
             temporary.write_bytes(payload)
             os.replace(temporary, file)
+            _evict(file.parent, MAX_STORED_BYTES)
         except Exception:  # an executable that cannot be stored (or a full disk) only costs the next start
             pass
         return compiled
+
+
+def _evict(folder: pathlib.Path, max_bytes: int) -> None:
+    """Delete the least recently used stored executables (oldest modification time: a
+    load refreshes it) until ``folder`` holds at most ``max_bytes``, and temporary files
+    that killed processes left. Another process may delete or load the same files
+    meanwhile; every step tolerates that."""
+    import time
+
+    stored = []
+    for path in folder.iterdir():
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if path.suffix == ".tmp" and time.time() - info.st_mtime > _STALE_S:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        elif path.suffix == ".bin":
+            stored.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in stored)
+    for _, size, path in sorted(stored):
+        if total <= max_bytes:
+            break
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size

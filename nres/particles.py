@@ -203,7 +203,6 @@ def advance(
     particles: Particles,
     new_inner: PyTree,
     losses: jax.Array,
-    active: Optional[jax.Array] = None,
     steps: int = 1,
     selective: bool = False,
 ) -> tuple[Particles, jax.Array]:
@@ -211,8 +210,7 @@ def advance(
 
     A pair whose step reached the horizon (``tau + steps == T``) or produced a non-finite
     loss in either member starts a new episode: fresh key, fresh initial state,
-    ``tau = 0``. Pairs with ``active == False`` do not move.
-    ``steps`` > 1 advances a whole window at once (``new_inner`` is the state after
+    ``tau = 0``. ``steps`` > 1 advances a whole window at once (``new_inner`` is the state after
     it, ``losses`` any per-window aggregate that turns non-finite with any step).
     ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
     single-trajectory particles).
@@ -224,10 +222,6 @@ def advance(
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + steps >= task.horizon) | ~finite
     tau = particles.tau + steps
-    if active is not None:
-        done = done & active
-        new_inner = tree_where(active, new_inner, particles.inner, axis=1)
-        tau = jnp.where(active, tau, particles.tau)
 
     def fresh_episode(key):  # one pair: [members, ...] and [2]
         key = jax.random.fold_in(key, _NEXT)

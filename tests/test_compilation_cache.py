@@ -133,3 +133,27 @@ def test_programs_are_not_stored_with_the_cache_off(tmp_path):
         assert len(traces) == 2
     finally:
         compilation_cache.enable()
+
+
+def test_the_stored_executables_keep_the_most_recently_used_within_the_limit(stored, monkeypatch):
+    import time
+
+    import numpy as np
+
+    x = np.arange(3, dtype=np.float32)
+    programs = [compilation_cache.Program(_counting([]), {"program": f"p{i}"}) for i in range(3)]
+    for i, program in enumerate(programs[:2]):
+        program(x, np.int32(1))
+        (newest,) = [f for f in stored.iterdir() if f.stat().st_mtime >= max(g.stat().st_mtime for g in stored.iterdir())]
+        os.utime(newest, (time.time() - 100 + i, time.time() - 100 + i))  # p0 older than p1
+    first, second = sorted(stored.iterdir(), key=lambda f: f.stat().st_mtime)
+    compilation_cache.Program(_counting([]), {"program": "p0"})(x, np.int32(1))  # a load: p0 is now the newest
+    assert first.stat().st_mtime > second.stat().st_mtime
+    stale = stored / "killed.123.tmp"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    size = first.stat().st_size  # the three programs have the same shapes: about the same size
+    monkeypatch.setattr(compilation_cache, "MAX_STORED_BYTES", 2 * size + size // 2)
+    programs[2](x, np.int32(1))  # a third executable: the least recently used one (p1) goes
+    names = {f.name for f in stored.iterdir()}
+    assert first.name in names and second.name not in names and stale.name not in names and len(names) == 2, names

@@ -158,16 +158,6 @@ def test_reset_of_a_few_pairs_among_many_equals_the_rule(many_pairs_reset, reset
     np.testing.assert_array_equal(new.inner, want)
 
 
-def test_inactive_pairs_do_not_move():
-    task = _data_task(horizon=3)
-    particles = init_particles(task, jax.random.PRNGKey(0), 2)
-    inner, losses = step_pairs(task, jnp.ones((2, 2, 3)), particles)
-    new, done = advance(task, particles, inner, losses, active=jnp.array([True, False]))
-    np.testing.assert_array_equal(new.tau, [1, 0])
-    np.testing.assert_array_equal(new.inner[:, 1], particles.inner[:, 1])
-    assert not np.allclose(new.inner[:, 0], particles.inner[:, 0])
-
-
 @pytest.mark.parametrize("num_particles", [1, 7])
 def test_burn_in_matches_hand_unrolls_for_any_particle_count(linear_task, linear_theta, num_particles):
     est = nres.nres(linear_task, num_particles=num_particles, unroll_length=W, sigma=0.1)
