@@ -9,7 +9,7 @@ import math
 import pathlib
 import signal
 import time
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -73,19 +73,24 @@ def _train_rows(steps: Steps) -> list[dict]:
     return rows
 
 
-def divergence(rows: list[dict]) -> Optional[str]:
-    """Why the train losses of ``rows`` say the run diverged, or None.
+def divergence(rows: list[dict], columns: Sequence[tuple[list, list]] = ()) -> Optional[str]:
+    """Why the train losses of ``rows`` (and of ``columns``: ``(iterations, train
+    losses)`` pairs of further train rows) say the run diverged, or None.
 
-    Diverged means: no train loss was ever finite, or the last finite one exceeds the
-    first finite one by more than ``EXPLODED_FACTOR`` times its magnitude.
+    Diverged means: no train loss was ever finite, or the last finite one (by iteration)
+    exceeds the first finite one by more than ``EXPLODED_FACTOR`` times its magnitude.
     """
+    iterations = [r["iteration"] for r in rows if not rundir.is_eval_row(r)]
     losses = [r["train_loss"] for r in rows if not rundir.is_eval_row(r)]
+    for its, values in columns:
+        iterations += its
+        losses += values
     if not losses:
         return None
-    finite = [v for v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
+    finite = sorted((it, v) for it, v in zip(iterations, losses) if isinstance(v, (int, float)) and math.isfinite(v))
     if not finite:
         return "the train loss was never finite"
-    first, last = finite[0], finite[-1]
+    first, last = finite[0][1], finite[-1][1]
     if last - first > EXPLODED_FACTOR * abs(first) and first != 0:
         return f"the train loss exploded from {first:.4g} to {last:.4g}"
     return None
@@ -143,8 +148,7 @@ class Run:
             rundir.write_metrics(self.path, rows)
         else:
             rows = []
-            thetas.append(0, learner.theta)
-            thetas.flush()
+            thetas.append(0, learner.theta)  # written with the first checkpoint, before it
         evaluated = {r["iteration"] for r in rows if rundir.is_eval_row(r)}
         # Every row of the run as metrics.jsonl will hold it, for the curves and the divergence
         # check at the end: rows as read back from their JSON, usual chunks as columns.
@@ -248,17 +252,17 @@ class Run:
             bar.close()
             tensorboard.close()
             writer.close()  # every checkpoint on disk before the run returns or stops
-        rows = rundir.tidy_rows(history + [dict(zip(_PLAIN_KEYS, values)) for columns in plain_chunks
-                                           for values in zip(*columns)])
-        self.plot(rows)
-        reason = divergence(rows)
+        self.plot(lambda: rundir.tidy_rows(history + [dict(zip(_PLAIN_KEYS, values)) for columns in plain_chunks
+                                                      for values in zip(*columns)]))
+        reason = divergence(history, [(columns[0], columns[4]) for columns in plain_chunks])
         if reason:
             raise RunStopped(f"diverged: {reason} (lower --lr or --sigma); results in {self.path}", EXIT_DIVERGED)
         return counters
 
-    def plot(self, rows: Optional[list[dict]] = None) -> None:
-        """Draw ``curves.png`` from ``rows`` (default: read ``metrics.jsonl``)."""
-        rows = rundir.read_metrics(self.path) if rows is None else rows
+    def plot(self, rows: Optional[list[dict] | Callable[[], list[dict]]] = None) -> None:
+        """Draw ``curves.png`` from ``rows`` (or a function returning them; default: read
+        ``metrics.jsonl``)."""
+        rows = rundir.read_metrics(self.path) if rows is None else rows() if callable(rows) else rows
         if rows:
             plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
 

@@ -282,3 +282,6 @@ def test_divergence_rule():
     assert divergence(train(2.0, 1e6, 1.0)) is None  # a spike that recovered
     assert divergence(train(-0.01, -1e5)) is None  # a reward-like loss improving by decades
     assert divergence([{"iteration": 0, "test_loss": None}]) is None  # nothing trained yet
+    # train rows also given as (iterations, losses) columns: ordered by iteration across both
+    assert "exploded from 2 to 3e+07" in divergence(train(5.0, 3e7)[1:], [([1], [2.0]), ([3], [float("nan")])])
+    assert divergence(train(3e7), [([2, 3], [1.0, 2.0])]) is None  # 3e7 at update 1 is the first loss

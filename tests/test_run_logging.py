@@ -151,7 +151,7 @@ def test_the_rows_kept_for_the_curves_are_the_rows_on_disk(tmp_path, monkeypatch
     from nres import run
 
     drawn = []
-    monkeypatch.setattr(run.Run, "plot", lambda self, rows=None: drawn.append(rows))
+    monkeypatch.setattr(run.Run, "plot", lambda self, rows=None: drawn.append(rows() if callable(rows) else rows))
     out = tmp_path / "run"
     assert main(["train", "--task", "lorenz", "--horizon", "40", "--unroll-length", "10", "--num-particles", "4",
                  "--num-test-starts", "8", "--iterations", "30", "--eval-every", "10", "--lr", "1e-3",
