@@ -19,9 +19,11 @@ configuration) are kept within 256 MiB, least recently used first out.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import pathlib
+import threading
 from typing import Optional
 
 ENV = "NRES_COMPILATION_CACHE"
@@ -137,19 +139,31 @@ def _signature(args) -> tuple:
     )
 
 
+_fresh_lock = threading.Lock()
+_fresh_compiles = 0  # compilations in flight with JAX's persistent cache turned off
+
+
 def _compile_fresh(lowered):
     """Compile without JAX's persistent cache: an executable JAX loaded from its cache
-    serializes incompletely (it fails with "Function ... not found" when loaded again)."""
+    serializes incompletely (it fails with "Function ... not found" when loaded again).
+    Thread-safe: the cache stays off while any such compilation is in flight."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
+    global _fresh_compiles
+    with _fresh_lock:
+        if not _fresh_compiles:
+            jax.config.update("jax_enable_compilation_cache", False)
+            compilation_cache.reset_cache()
+        _fresh_compiles += 1
     try:
         return lowered.compile()
     finally:
-        jax.config.update("jax_enable_compilation_cache", True)
-        compilation_cache.reset_cache()
+        with _fresh_lock:
+            _fresh_compiles -= 1
+            if not _fresh_compiles:
+                jax.config.update("jax_enable_compilation_cache", True)
+                compilation_cache.reset_cache()
 
 
 class Program:
@@ -170,10 +184,47 @@ class Program:
         self._compiled: dict = {}
         self._last = None
 
-    def __call__(self, *args):
+    def _stored(self) -> bool:
         if callable(self.identity):
             self.identity = self.identity()
-        if _active is None or self.identity is None:
+        return _active is not None and self.identity is not None
+
+    def prepare(self, *args) -> None:
+        """Start building the executable for arguments like ``args`` in a background
+        thread; a later call with arguments of that signature waits for it. ``args`` may
+        be arrays or ``jax.ShapeDtypeStruct`` (with the shardings the call's arrays will
+        have). A program that must be compiled is traced and lowered before this returns
+        (Python work, which holds the GIL wherever it runs); XLA then compiles it, or a
+        stored one is loaded, without holding the GIL, overlapping with what the caller
+        does next (tracing another program). Does nothing for a program that is not
+        stored; errors are left to the call that needs the program.
+        """
+        if not self._stored():
+            return
+        signature = _signature(args)
+        if signature in self._compiled:
+            return
+        file, lowered = self._file(signature), None
+        if not file.exists():
+            try:
+                lowered = self._jit.lower(*args)
+            except Exception:
+                return
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def build():
+            try:
+                compiled = self._load(file) if lowered is None else None
+                future.set_result(compiled if compiled is not None else
+                                  self._compile_and_store(file, lowered or self._jit.lower(*args)))
+            except BaseException as err:  # re-raised by the call that needs it
+                future.set_exception(err)
+
+        self._compiled[signature] = future
+        threading.Thread(target=build, name="nres-compile", daemon=True).start()
+
+    def __call__(self, *args):
+        if not self._stored():
             return self._jit(*args)
         if self._last is not None:  # the usual call: the signature of the previous one
             try:
@@ -182,33 +233,57 @@ class Program:
                 pass
         signature = _signature(args)
         compiled = self._compiled.get(signature)
+        if isinstance(compiled, concurrent.futures.Future):
+            try:
+                compiled = compiled.result()
+            except Exception:  # built again here, where its error (if any) belongs
+                compiled = None
         if compiled is None:
-            compiled = self._compiled[signature] = self._load_or_compile(signature, args)
+            compiled = self._load_or_compile(signature, args)
+        self._compiled[signature] = compiled
         self._last = compiled
         return compiled(*args)
 
     def _load_or_compile(self, signature, args):
+        file = self._file(signature)
+        compiled = self._load(file)
+        return compiled if compiled is not None else self._compile_and_store(file, self._jit.lower(*args))
+
+    def _file(self, signature) -> pathlib.Path:
+        """Where this program's executable for ``signature`` is stored."""
         import hashlib
         import json
+
+        key = hashlib.sha256(json.dumps([self.identity, _environment(), signature], sort_keys=True,
+                                        default=repr).encode()).hexdigest()
+        return _active / EXECUTABLES / f"{key}.bin"
+
+    @staticmethod
+    def _load(file: pathlib.Path):
+        """The stored executable, or None (missing, partly written by a killed process, unreadable)."""
         import pickle
 
         from jax.experimental import serialize_executable
 
-        key = hashlib.sha256(json.dumps([self.identity, _environment(), signature], sort_keys=True,
-                                        default=repr).encode()).hexdigest()
-        file = _active / EXECUTABLES / f"{key}.bin"
         try:
             with open(file, "rb") as handle:
                 compiled = serialize_executable.deserialize_and_load(*pickle.load(handle))
             os.utime(file)  # recently used: kept by `_evict`
             return compiled
-        except Exception:  # missing, partly written by a killed process, or unreadable: compile
-            pass
-        compiled = _compile_fresh(self._jit.lower(*args))
+        except Exception:
+            return None
+
+    @staticmethod
+    def _compile_and_store(file: pathlib.Path, lowered):
+        import pickle
+
+        from jax.experimental import serialize_executable
+
+        compiled = _compile_fresh(lowered)
         try:
             payload = pickle.dumps(serialize_executable.serialize(compiled))
             file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = file.with_suffix(f".{os.getpid()}.tmp")
+            temporary = file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
             temporary.write_bytes(payload)
             os.replace(temporary, file)
             _evict(file.parent, MAX_STORED_BYTES)

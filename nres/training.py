@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 import optax
 
 from nres.compilation_cache import Program
@@ -211,7 +211,12 @@ class Trainer:
         through the engine, so it runs wherever the engine runs windows.
         """
         start = time.perf_counter()
-        learner, hold = self._init(seed_key(self.config.seed))
+        key = seed_key(self.config.seed)
+        # Both programs build at once: the init compiles in the background while the
+        # update program is traced, which then compiles while the init runs.
+        self._init.prepare(key)
+        self.engine.prepare(self.placed_template())
+        learner, hold = self._init(key)
         hold = np.asarray(hold)
         learner = self.engine.place(learner)
         windows = int(hold.max())
@@ -230,21 +235,37 @@ class Trainer:
         sharded along its particle axis, so each compiled window runs ``N / D`` pairs per
         device and XLA sums the gradient across devices. Otherwise nothing moves.
         """
+        shardings = self.placement(learner)
+        return learner if shardings is None else jax.device_put(learner, shardings)
+
+    def placement(self, learner: Learner) -> Learner | None:
+        """The sharding of every leaf of ``learner`` (arrays or shapes) as :meth:`place`
+        puts it, or None when nothing moves (one device, or ``D`` not dividing ``N``)."""
         devices = jax.local_devices()
         n = self.config.num_particles
         if len(devices) < 2 or n % len(devices):
-            return learner
+            return None
         mesh = Mesh(np.asarray(devices), ("particles",))
 
         def shard(x, axis):
-            if jnp.ndim(x) <= axis or jnp.shape(x)[axis] != n:
-                return jax.device_put(x, NamedSharding(mesh, PartitionSpec()))
-            spec = [None] * jnp.ndim(x)
+            if len(x.shape) <= axis or x.shape[axis] != n:
+                return NamedSharding(mesh, PartitionSpec())
+            spec = [None] * len(x.shape)
             spec[axis] = "particles"
-            return jax.device_put(x, NamedSharding(mesh, PartitionSpec(*spec)))
+            return NamedSharding(mesh, PartitionSpec(*spec))
 
-        theta, opt_state = jax.device_put((learner.theta, learner.opt_state), NamedSharding(mesh, PartitionSpec()))
-        return Learner(theta, opt_state, map_particle_axis(shard, learner.estimator_state))
+        replicated = jax.tree_util.tree_map(lambda _: NamedSharding(mesh, PartitionSpec()),
+                                            (learner.theta, learner.opt_state))
+        return Learner(*replicated, map_particle_axis(shard, learner.estimator_state))
+
+    def placed_template(self) -> Learner:
+        """:meth:`learner_template` with the shardings of a fresh learner after :meth:`place`."""
+        template = self.learner_template()
+        shardings = self.placement(template)
+        if shardings is None:  # where a compiled program leaves its results
+            shardings = jax.tree_util.tree_map(lambda _: SingleDeviceSharding(jax.local_devices()[0]), template)
+        return jax.tree_util.tree_map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s, weak_type=x.weak_type), template, shardings)
 
     def check(self) -> None:
         """Trace (without running) the update, so errors of the task or estimator that

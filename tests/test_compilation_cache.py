@@ -157,3 +157,36 @@ def test_the_stored_executables_keep_the_most_recently_used_within_the_limit(sto
     programs[2](x, np.int32(1))  # a third executable: the least recently used one (p1) goes
     names = {f.name for f in stored.iterdir()}
     assert first.name in names and second.name not in names and stale.name not in names and len(names) == 2, names
+
+
+def test_a_prepared_program_is_built_once_in_the_background(stored):
+    import jax
+    import numpy as np
+
+    traces = []
+    x = np.arange(4, dtype=np.float32)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    program = compilation_cache.Program(_counting(traces), {"program": "prepared"})
+    program.prepare(jax.ShapeDtypeStruct((4,), np.float32, sharding=device), np.int32(1))
+    program.prepare(jax.ShapeDtypeStruct((4,), np.float32, sharding=device), np.int32(1))  # already under way
+    out = program(jax.device_put(x, device), np.int32(2))
+    assert len(traces) == 1, "the call traced again instead of waiting for the prepared executable"
+    assert np.asarray(out).tolist() == [0.0, 2.0, 6.0, 12.0] and len(os.listdir(stored)) == 1
+    # a later process loads what the background thread stored
+    again = compilation_cache.Program(_counting(traces), {"program": "prepared"})(jax.device_put(x, device), np.int32(2))
+    assert len(traces) == 1 and np.asarray(again).tolist() == [0.0, 2.0, 6.0, 12.0]
+
+
+def test_a_prepared_program_that_fails_raises_where_it_is_called(stored):
+    import jax
+    import numpy as np
+
+    def broken(x):
+        raise RuntimeError("a task bug seen while tracing")
+
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    program = compilation_cache.Program(broken, {"program": "broken"})
+    program.prepare(jax.ShapeDtypeStruct((2,), np.float32, sharding=device))
+    with pytest.raises(RuntimeError, match="a task bug seen while tracing"):
+        program(jax.device_put(np.ones(2, np.float32), device))
+    assert not stored.exists() or not os.listdir(stored)

@@ -34,6 +34,10 @@ class Engine(Protocol):
     def host(self, learner):
         """The engine-held learner as arrays with the full population (for checkpoints)."""
 
+    def prepare(self, template) -> None:
+        """Start building what :meth:`run_chunk` runs for a placed learner shaped like
+        ``template`` (``jax.ShapeDtypeStruct`` leaves), in the background; may do nothing."""
+
     def run_chunk(self, learner, count: jax.Array, hold):
         """``count`` windows, burn-in windows first (``hold`` ``[N]``, host int32, zeros in
         training): returns ``(learner, infos, thetas)`` as ``Trainer._chunk_fn``."""

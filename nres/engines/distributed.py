@@ -112,6 +112,9 @@ class DistributedEngine:
         """Every process gets the whole learner (a collective: all processes call it)."""
         return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), self._gather(learner))
 
+    def prepare(self, template):  # its programs are built where they run
+        pass
+
     def run_chunk(self, learner, count, hold):
         return self._chunk(learner, count, self._global(hold, self.replicated))
 

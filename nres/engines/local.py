@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from nres.compilation_cache import Program
 
 
@@ -21,6 +23,9 @@ class LocalEngine:
 
     def host(self, learner):
         return learner
+
+    def prepare(self, template):
+        self._chunk.prepare(template, np.int32(1), self.trainer.no_hold)
 
     def run_chunk(self, learner, count, hold):
         return self._chunk(learner, count, hold)

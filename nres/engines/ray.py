@@ -233,6 +233,9 @@ class RayEngine:
               f"states and replayed {len(self._replay)} windows in {time.perf_counter() - start:.1f} s",
               file=sys.stderr)
 
+    def prepare(self, template):  # its programs are built where they run
+        pass
+
     def run_chunk(self, learner, count, hold):
         theta, opt_state = learner.theta, learner.opt_state
         infos, thetas = [], []
