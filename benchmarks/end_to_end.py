@@ -340,7 +340,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=None, help="updates per process (default: the run's own)")
     parser.add_argument("--test-starts", type=int, default=256, help="Lorenz test starts of the evaluator")
     parser.add_argument("--log-updates", type=int, default=None, help="updates per logging-ratio timing")
-    parser.add_argument("--log-repeats", type=int, default=3)
+    parser.add_argument("--log-repeats", type=int, default=9)
     parser.add_argument("--window-repeats", type=int, default=7)
     parser.add_argument("--skip-processes", action="store_true", help="only the in-process measurements")
     parser.add_argument("--skip-in-process", action="store_true", help="only the whole-process measurements")

@@ -91,6 +91,18 @@ def test_digits_are_bundled():
     assert data.train_images.max() == 255 and set(np.unique(data.train_labels)) == set(range(10))
 
 
+def test_digits_read_from_the_file_equal_scikit_learns_loader():
+    """nres reads scikit-learn's digits.csv.gz itself (importing scikit-learn takes
+    seconds); the images and labels are those of sklearn.datasets.load_digits."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    train_x, train_y, test_x, test_y = datasets.load_digits()
+    digits = sklearn_digits()
+    np.testing.assert_array_equal(np.concatenate([train_x, test_x])[..., 0],
+                                  np.round(digits.images * (255.0 / 16.0)).astype(np.uint8))
+    np.testing.assert_array_equal(np.concatenate([train_y, test_y]), digits.target)
+
+
 def test_missing_files_name_what_to_put_where(tmp_path):
     with pytest.raises(DatasetError) as err:
         load_dataset("fashion_mnist", str(tmp_path))

@@ -204,13 +204,27 @@ def load_cifar10(data_dir: pathlib.Path):
     return train_images, train_labels, test_images, _check_labels(test_images, test_labels, str(paths[names[-1]]))
 
 
-def load_digits():
-    """scikit-learn's 8x8 digits (pixel values ``0..16`` rescaled to ``0..255``)."""
-    from sklearn.datasets import load_digits as sklearn_digits
+def digits_file() -> pathlib.Path:
+    """scikit-learn's copy of the UCI 8x8 digits, ``sklearn/datasets/data/digits.csv.gz``
+    (1797 rows: 64 pixel values ``0..16``, then the label), found without importing
+    scikit-learn (whose import takes seconds)."""
+    import importlib.util
 
-    digits = sklearn_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int32)
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError("dataset 'digits' is read from scikit-learn's copy; install it: pip install 'nres[lopt]'")
+    path = pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        raise DatasetError(f"dataset 'digits': {str(path)!r} is missing; reinstall scikit-learn")
+    return path
+
+
+def load_digits():
+    """scikit-learn's 8x8 digits (pixel values ``0..16`` rescaled to ``0..255``), read from
+    :func:`digits_file` as ``sklearn.datasets.load_digits`` reads it."""
+    data = np.loadtxt(digits_file(), delimiter=",")
+    images = np.round(data[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = data[:, -1].astype(np.int32)
     return images[:_DIGITS_TRAIN], labels[:_DIGITS_TRAIN], images[_DIGITS_TRAIN:], labels[_DIGITS_TRAIN:]
 
 

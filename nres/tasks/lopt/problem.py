@@ -16,6 +16,7 @@ batch of the validation split during meta-training, of the test split in evaluat
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -67,9 +68,18 @@ class InnerProblem:
         if self.outer_loss_name not in OUTER_LOSSES:
             raise ValueError(f"unknown outer_loss {self.outer_loss_name!r}; choose one of {', '.join(OUTER_LOSSES)}")
         arrays = {f: jnp.asarray(getattr(self.dataset, f)) for f in ImageDataset._fields if f != "name"}
-        template = self.model.init(jax.random.PRNGKey(0))
-        _, unravel = ravel_pytree(template)
-        sizes = tuple(int(x.size) for x in jax.tree_util.tree_leaves(template))
+        # The parameter layout from shapes alone (nothing runs or compiles): ravel_pytree's
+        # unravel depends only on the tree structure, shapes and dtypes, not on values.
+        layout = {}
+
+        def flat_params(key):
+            params = self.model.init(key)
+            layout["sizes"] = tuple(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params))
+            flat, layout["unravel"] = ravel_pytree(params)
+            return flat
+
+        jax.eval_shape(flat_params, jax.ShapeDtypeStruct((2,), jnp.uint32))
+        unravel, sizes = layout["unravel"], layout["sizes"]
         object.__setattr__(self, "arrays", arrays)
         object.__setattr__(self, "unravel", unravel)
         object.__setattr__(self, "sizes", sizes)
