@@ -432,9 +432,13 @@ def run() -> None:
     then only flushes its standard streams, runs the ``atexit`` handlers (Ray and
     ``jax.distributed`` shut down there) and leaves with ``os._exit``: the interpreter's
     own teardown (freeing every module, the compiled programs and the XLA runtime, about
-    0.4 s after a Lorenz run) has nothing left to save. An exception leaves the usual way.
+    0.4 s after a Lorenz run) has nothing left to save. An exception leaves the usual way,
+    and so does every command under a profiler or tracer (``python -m cProfile``, a
+    debugger), which writes its results after the command returns.
     """
     code = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)
     import atexit
 
     for stream in (sys.stdout, sys.stderr):
