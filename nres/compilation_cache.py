@@ -214,9 +214,7 @@ class Program:
 
         def build():
             try:
-                compiled = self._load(file) if lowered is None else None
-                future.set_result(compiled if compiled is not None else
-                                  self._compile_and_store(file, lowered or self._jit.lower(*args)))
+                future.set_result(self._build(file, args, lowered))
             except BaseException as err:  # re-raised by the call that needs it
                 future.set_exception(err)
 
@@ -239,15 +237,16 @@ class Program:
             except Exception:  # built again here, where its error (if any) belongs
                 compiled = None
         if compiled is None:
-            compiled = self._load_or_compile(signature, args)
+            compiled = self._build(self._file(signature), args)
         self._compiled[signature] = compiled
         self._last = compiled
         return compiled(*args)
 
-    def _load_or_compile(self, signature, args):
-        file = self._file(signature)
-        compiled = self._load(file)
-        return compiled if compiled is not None else self._compile_and_store(file, self._jit.lower(*args))
+    def _build(self, file: pathlib.Path, args, lowered=None):
+        """The executable stored in ``file``, else compiled (from ``lowered``, or lowered
+        for ``args``) and stored there; a given ``lowered`` means nothing is stored yet."""
+        compiled = self._load(file) if lowered is None else None
+        return compiled if compiled is not None else self._compile_and_store(file, lowered or self._jit.lower(*args))
 
     def _file(self, signature) -> pathlib.Path:
         """Where this program's executable for ``signature`` is stored."""
@@ -279,13 +278,13 @@ class Program:
 
         from jax.experimental import serialize_executable
 
+        from nres.checkpoint import atomic_write
+
         compiled = _compile_fresh(lowered)
         try:
             payload = pickle.dumps(serialize_executable.serialize(compiled))
             file.parent.mkdir(parents=True, exist_ok=True)
-            temporary = file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            temporary.write_bytes(payload)
-            os.replace(temporary, file)
+            atomic_write(file, lambda handle: handle.write(payload))
             _evict(file.parent, MAX_STORED_BYTES)
         except Exception:  # an executable that cannot be stored (or a full disk) only costs the next start
             pass
