@@ -413,10 +413,10 @@ def masked_crc32c(records: list[bytes]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _length_header(length: int) -> np.ndarray:
-    """A record's length and its masked CRC, uint8 ``[12]``."""
+def _length_header(length: int) -> bytes:
+    """A record's length and its masked CRC (12 bytes)."""
     header = length.to_bytes(8, "little")
-    return np.frombuffer(header + masked_crc32c([header]).astype("<u4").tobytes(), np.uint8)
+    return header + masked_crc32c([header]).astype("<u4").tobytes()
 
 
 def tfrecord_rows(payloads: np.ndarray) -> bytes:
@@ -424,7 +424,7 @@ def tfrecord_rows(payloads: np.ndarray) -> bytes:
     length), computed as one array: as :func:`tfrecords` of the rows as bytes."""
     n, length = payloads.shape
     framed = np.empty((n, 16 + length), np.uint8)
-    framed[:, :12] = _length_header(length)
+    framed[:, :12] = np.frombuffer(_length_header(length), np.uint8)
     framed[:, 12:12 + length] = payloads
     framed[:, 12 + length:] = _mask(_crc().rows(payloads)).astype("<u4").view(np.uint8).reshape(n, 4)
     return framed.tobytes()
@@ -434,12 +434,8 @@ def tfrecords(payloads: list[bytes]) -> bytes:
     """TFRecord framing of ``payloads``: length, its masked CRC, data, its masked CRC."""
     if not payloads:
         return b""
-    lengths = sorted({len(p) for p in payloads})  # a chunk's events mostly share one length
-    framed = {n: n.to_bytes(8, "little") for n in lengths}
-    framed = {n: head + int(crc).to_bytes(4, "little")
-              for (n, head), crc in zip(framed.items(), masked_crc32c(list(framed.values())))}
     data_crcs = masked_crc32c(payloads).tolist()
-    return b"".join([framed[len(p)] + p + crc.to_bytes(4, "little") for p, crc in zip(payloads, data_crcs)])
+    return b"".join([_length_header(len(p)) + p + crc.to_bytes(4, "little") for p, crc in zip(payloads, data_crcs)])
 
 
 def _varint_rows(values: np.ndarray) -> list[tuple[slice, np.ndarray]]:
@@ -466,6 +462,9 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+_STEP_KEY = b"\x10"  # the key of Event.step (field 2, a varint)
 
 
 def _field_head(number: int, length: int) -> bytes:
@@ -514,12 +513,7 @@ class TensorBoardLog:
     def _head(wall_time: float, step: int | None = None) -> bytes:
         """``Event.wall_time`` (field 1, double) and ``Event.step`` (field 2, varint)."""
         head = b"\x09" + struct.pack("<d", wall_time)
-        return head if step is None else head + TensorBoardLog._step(step)
-
-    @staticmethod
-    def _step(step: int) -> bytes:
-        """``Event.step`` (field 2, varint)."""
-        return b"\x10" + _varint(step % (1 << 64))
+        return head if step is None else head + _STEP_KEY + _varint(step % (1 << 64))
 
     def _write(self, payloads: list[bytes]) -> None:
         self.file.write(tfrecords(payloads))
@@ -556,7 +550,7 @@ class TensorBoardLog:
             packed[f"h{i}"], packed[f"v{i}"] = head, column
         summaries = packed.view(np.uint8).reshape(len(iterations), layout.itemsize)
         # Event: wall_time, step (key, varint), summary (key, length, the packed Summary)
-        head = np.frombuffer(self._head(time.time()) + b"\x10", np.uint8)
+        head = np.frombuffer(self._head(time.time()) + _STEP_KEY, np.uint8)
         key = np.frombuffer(_field_head(5, layout.itemsize), np.uint8)
         records = []
         for rows, steps in _varint_rows(iterations):
