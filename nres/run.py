@@ -60,6 +60,11 @@ def _plain_columns(steps: Steps) -> list[list]:
             steps.sequential_steps.tolist(), steps.info.train_loss.tolist(), steps.info.grad_norm.tolist()]
 
 
+def _plain_rows(columns: list[list]) -> list[dict]:
+    """The rows of :func:`_plain_columns`."""
+    return [dict(zip(_PLAIN_KEYS, values)) for values in zip(*columns)]
+
+
 def _finite(steps: Steps) -> bool:
     return bool(np.all(np.isfinite(steps.info.train_loss)) and np.all(np.isfinite(steps.info.grad_norm)))
 
@@ -67,7 +72,7 @@ def _finite(steps: Steps) -> bool:
 def _train_rows(steps: Steps) -> list[dict]:
     """The metrics rows of a chunk's updates (one per update)."""
     info = steps.info
-    rows = [dict(zip(_PLAIN_KEYS, values)) for values in zip(*_plain_columns(steps))]
+    rows = _plain_rows(_plain_columns(steps))
     for k in np.flatnonzero(~info.applied).tolist():
         rows[k].update(skipped_nonfinite=True, nonfinite_particles=int(info.num_nonfinite[k]))
     return rows
@@ -252,9 +257,9 @@ class Run:
             bar.close()
             tensorboard.close()
             writer.close()  # every checkpoint on disk before the run returns or stops
-        self.plot(lambda: rundir.tidy_rows(history + [dict(zip(_PLAIN_KEYS, values)) for columns in plain_chunks
-                                                      for values in zip(*columns)]))
-        reason = divergence(history, [(columns[0], columns[4]) for columns in plain_chunks])
+        self.plot(lambda: rundir.tidy_rows(history + [row for columns in plain_chunks for row in _plain_rows(columns)]))
+        loss = _PLAIN_KEYS.index("train_loss")
+        reason = divergence(history, [(columns[0], columns[loss]) for columns in plain_chunks])
         if reason:
             raise RunStopped(f"diverged: {reason} (lower --lr or --sigma); results in {self.path}", EXIT_DIVERGED)
         return counters
