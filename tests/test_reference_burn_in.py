@@ -14,28 +14,24 @@ up to ``STEPS * 2**-24`` of the leaf's largest magnitude (the 0.2 time units of 
 dynamics amplify it by less than 2).
 """
 
-import json
 import pathlib
 import sys
 
 import numpy as np
 import pytest
 
-DATA = pathlib.Path(__file__).parent / "data"
-sys.path.insert(0, str(DATA))
-import make_reference_burn_in as reference  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "data"))
+import references  # noqa: E402
 
-REFERENCE = json.loads((DATA / "reference_burn_in.json").read_text())
-FAST = {"nres", "tes", "uoro"}  # the rest are marked slow (each run compiles its own programs)
+reference, REFERENCE = references.load("burn_in")
+FAST = {"nres", "tes", "uoro"}  # the rest are marked slow
 DERIVATIVES = {"uoro": (".state_tilde", ".theta_tilde"), "dodge": (".tangent[0]",)}
 STEPS = 40  # the largest tau: T = 50, W = 10
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in reference.RUNS])
+@pytest.mark.parametrize("name", references.run_names(reference, FAST))
 def test_states_after_burn_in_match_the_reference(name):
-    expected = REFERENCE["runs"][name]
-    assert expected["settings"] == reference.RUNS[name] and REFERENCE["base"] == reference.BASE
+    expected = references.expected_run(reference, REFERENCE, name)
     got = reference.burned_in(reference.RUNS[name])
     assert got["total_env_steps"] == expected["total_env_steps"]
     assert list(got["leaves"]) == list(expected["leaves"])

@@ -6,7 +6,6 @@ train_loss to the rounding of its sum, because ES windows now sum each pair's lo
 non-negative float32 losses differs by at most ``(n - 1) * 2**-24`` relative.
 The reference also holds one replayed episode's per-step losses (particles.replay_episode)."""
 
-import json
 import pathlib
 import sys
 
@@ -14,19 +13,16 @@ import jax
 import numpy as np
 import pytest
 
-DATA = pathlib.Path(__file__).parent / "data"
-sys.path.insert(0, str(DATA))
-import make_reference_updates as reference  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "data"))
+import references  # noqa: E402
 
-REFERENCE = json.loads((DATA / "reference_updates.json").read_text())
-FAST = {"nres", "tbptt"}  # the rest are marked slow (each run compiles its own programs)
+reference, REFERENCE = references.load("updates")
+FAST = {"nres", "tbptt"}  # the rest are marked slow
 
 
-@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in reference.RUNS])
+@pytest.mark.parametrize("name", references.run_names(reference, FAST))
 def test_first_20_updates_match_the_reference(name):
-    expected = REFERENCE["runs"][name]
-    assert expected["settings"] == reference.RUNS[name] and REFERENCE["base"] == reference.BASE
+    expected = references.expected_run(reference, REFERENCE, name)
     got = reference.run(reference.RUNS[name])
     settings = {**reference.BASE, **reference.RUNS[name]}
     n = 2 * settings["num_particles"] * (settings["horizon"] if name == "fulles" else settings["unroll_length"])
