@@ -237,6 +237,17 @@ def test_the_command_exits_promptly_with_everything_written(run_a, tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("nres: error:") and bad.stderr.count("\n") == 1, bad.stderr
 
 
+def test_the_command_collects_garbage_less_often():
+    """The ``nres`` process raises the collector's thresholds before running a command
+    (``GC_THRESHOLD``; the default collects about 400 times per start-up)."""
+    from nres.cli import GC_THRESHOLD
+
+    code = "import gc, nres.cli as c; c.main = lambda: print(gc.get_threshold()) or 0; c.run()"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(GC_THRESHOLD)
+
+
 def test_help_lists_the_tasks_own_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--task", "lorenz", "--help"])
