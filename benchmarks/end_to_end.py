@@ -232,11 +232,8 @@ def task_processes(args) -> None:
 # -- in one process -----------------------------------------------------------------------
 def logging_ratio(args) -> None:
     """The training loop with logging against the same compiled updates without it."""
-    import jax
-
     from nres import run as run_module
     from nres.config import resolve_config
-
     from nres.plotting import pyplot as _pyplot
 
     _pyplot()  # the run imports matplotlib in the background for its final plot: not timed here

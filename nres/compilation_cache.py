@@ -107,11 +107,10 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def _environment() -> dict:
+@functools.cache
+def _versions() -> dict:
+    """The installed versions of :data:`_LIBRARIES` (None: not installed), read once per process."""
     import importlib.metadata
-    import sys
-
-    import jax
 
     versions = {}
     for name in _LIBRARIES:
@@ -119,10 +118,20 @@ def _environment() -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    return versions
+
+
+def _environment() -> dict:
+    """What beside a program's own description determines its executable. JAX's settings
+    and the devices are read at every call: they may change within a process."""
+    import sys
+
+    import jax
+
     settings = {k: repr(v) for k, v in sorted(jax.config.values.items())
                 if not any(word in k for word in ("cache", "log", "explain", "debug"))}
     return {
-        "nres": _source_digest(), "python": sys.version, "versions": versions, "settings": settings,
+        "nres": _source_digest(), "python": sys.version, "versions": _versions(), "settings": settings,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "processes": jax.process_count(),
         "devices": [(d.platform, d.device_kind, d.id) for d in jax.devices()],
     }

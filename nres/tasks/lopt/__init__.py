@@ -10,6 +10,7 @@ momentum and Adam with tuned learning rates on the same inner problem for compar
 from nres.tasks import TaskEntry
 from nres.tasks.lopt.task import LoptConfig, build_problem, make_lopt_task
 
+
 def _data_files(options) -> list:
     """The dataset files the task reads (their sizes and times), for stored compiled programs."""
     from nres.tasks.lopt.datasets import files_fingerprint

@@ -250,7 +250,7 @@ def files_fingerprint(name: str, data_dir: str = "") -> list:
     else:
         return []
     files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
-    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return [(str(p), info.st_size, info.st_mtime_ns) for p, info in ((p, p.stat()) for p in files)]
 
 
 def load_dataset(name: str, data_dir: str = "", image_size: int = 8) -> ImageDataset:
