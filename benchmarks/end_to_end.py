@@ -233,7 +233,7 @@ def task_processes(args) -> None:
 def logging_ratio(args) -> None:
     """The training loop with logging against the same compiled updates without it."""
     from nres import run as run_module
-    from nres.config import resolve_config
+    from nres.build import resolve_config
     from nres.plotting import pyplot as _pyplot
 
     _pyplot()  # the run imports matplotlib in the background for its final plot: not timed here
@@ -303,7 +303,7 @@ def window_ratio(args) -> None:
     import jax
     import jax.numpy as jnp
 
-    from nres.config import resolve_config
+    from nres.build import resolve_config
     from nres.training import Trainer
 
     unlocked = Trainer(resolve_config({}, {"eval_every": 0}))

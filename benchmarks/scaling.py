@@ -30,7 +30,7 @@ import time
 
 import jax
 
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.engines import EngineOptions
 from nres.estimators.scalars import scalar_bytes
 from nres.training import Trainer
@@ -47,7 +47,7 @@ import json, sys, time
 import jax
 from nres.engines.distributed import initialize
 initialize()
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.engines import EngineOptions
 from nres.training import Trainer
 settings, updates, rounds = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

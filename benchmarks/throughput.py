@@ -22,7 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.tasks.lorenz import lorenz_step
 from nres.training import Trainer
 

@@ -24,8 +24,8 @@ from nres.config import (
     TrainConfig,
     coerce,
     load_config_file,
-    resolve_config,
 )
+from nres.build import resolve_config
 
 EXIT_BAD_INPUT = 2
 

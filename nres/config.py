@@ -1,8 +1,9 @@
 """The resolved settings of a training run, and loading them from TOML/YAML files.
 
 Precedence: global defaults < the task's paper defaults (``TaskEntry.training_defaults``)
-< the config file < command-line flags. Task options live in ``task_options`` and are
-checked against the task's own options dataclass.
+< the config file < command-line flags; :func:`nres.build.resolve_config` merges them
+(it knows the tasks and estimators, which this module does not import). Task options
+live in ``task_options`` and are checked against the task's own options dataclass.
 """
 
 from __future__ import annotations
@@ -156,45 +157,6 @@ def load_config_file(path: str | pathlib.Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
     return {key.replace("-", "_"): value for key, value in data.items()}
-
-
-def resolve_config(*layers: Mapping[str, Any]) -> TrainConfig:
-    """Merge setting layers (later wins) into a validated :class:`TrainConfig`.
-
-    Unknown keys, wrong types and bad values raise :class:`ConfigError` naming them.
-    """
-    from nres.estimators import estimator_names
-    from nres.tasks import get_task_entry
-
-    merged: dict[str, Any] = {}
-    task_options: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if key == "task_options":
-                if not isinstance(value, Mapping):
-                    raise ConfigError(f"setting 'task_options' must be a table, got {value!r}")
-                task_options.update({k.replace("-", "_"): v for k, v in value.items()})
-            elif key not in TRAIN_FIELDS:
-                raise ConfigError(f"unknown setting {key!r}")
-            else:
-                merged[key] = coerce(key, value, TRAIN_FIELDS[key].type)
-    task_name = merged.get("task", TrainConfig.task)
-    try:
-        entry = get_task_entry(task_name)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    # The task's paper defaults apply under everything the user set.
-    base = {k: coerce(k, v, TRAIN_FIELDS[k].type) for k, v in entry.training_defaults.items()}
-    merged = {**base, **merged}
-    option_fields = {f.name: f for f in dataclasses.fields(entry.config_cls)}
-    for key, value in task_options.items():
-        if key not in option_fields:
-            known = ", ".join(option_fields) or "none"
-            raise ConfigError(f"unknown option {key!r} for task {task_name!r} (its options: {known})")
-        task_options[key] = coerce(key, value, option_fields[key].type)
-    config = TrainConfig(**merged, task_options=task_options)
-    validate(config, estimator_names())
-    return config
 
 
 def validate(config: TrainConfig, estimators) -> None:

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import math
 import pathlib
 import signal
-import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 
 from nres import rundir, run_info
-from nres.checkpoint import BackgroundWriter, CheckpointError, load_pytree, save_pytree
-from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
+from nres.checkpoint import CheckpointError, load_pytree
+from nres.config import ConfigError, TrainConfig, config_to_dict
+from nres.build import resolve_config, resolved_config
 from nres.engines import EngineOptions
+from nres.counters import Counters, Steps
 from nres.estimators import ES_ESTIMATORS
 from nres.interrupts import deferred_stop, exit_code
+from nres.loop import Schedule, Stopped, train_loop
 from nres.plotting import plot_run_curves, run_label
 from nres.progress import progress, track
-from nres.training import Counters, Learner, Steps, Trainer
+from nres.runlog import RunLog, divergence, save_checkpoint  # noqa: F401 (divergence: part of this module's API)
+from nres.step import Learner
+from nres.training import Trainer
 
 
 class RunStopped(RuntimeError):
@@ -34,71 +35,24 @@ class RunStopped(RuntimeError):
 
 
 EXIT_DIVERGED = 3
-EXPLODED_FACTOR = 1e6
 COUNTER_KEYS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps")
 
 
-def _counter_values(counters: Counters) -> dict:
-    return {
-        "iteration": counters.iteration,
-        # Nothing is trained at iteration 0 (the burn-in's time is counted with update 1).
-        "wall_time_s": round(counters.wall_time_s, 6) if counters.iteration else 0.0,
-        "total_env_steps": counters.total_env_steps,
-        "sequential_steps": counters.sequential_steps,
-    }
+class _Reporter:
+    """The loop's callbacks for ``nres train``: the run log's files, the progress bar and
+    the deferred stop signals."""
 
+    def __init__(self, log: RunLog, bar, stop: dict):
+        self.log, self.bar, self.stop = log, bar, stop
+        self.evaluate, self.checkpoint = log.evaluate, log.checkpoint
 
-_PLAIN_KEYS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps", "train_loss", "grad_norm")
-# The JSON line of a row of finite numbers (json.dumps writes ints with %d and floats with repr).
-_PLAIN_ROW = "{" + ", ".join(f'"{k}": %{"d" if k in ("iteration", "total_env_steps", "sequential_steps") else "r"}'
-                             for k in _PLAIN_KEYS) + "}\n"
+    def steps(self, steps: Steps, end: int) -> None:
+        self.log.steps(steps, end)
+        self.bar.update(len(steps.iteration))
+        self.bar.set_postfix(loss=f"{steps.info.train_loss[-1]:.4g}", refresh=False)
 
-
-def _plain_columns(steps: Steps) -> list[list]:
-    """The columns of a chunk's train rows (:data:`_PLAIN_KEYS`), as Python numbers."""
-    return [steps.iteration.tolist(), np.round(steps.wall_time_s, 6).tolist(), steps.total_env_steps.tolist(),
-            steps.sequential_steps.tolist(), steps.info.train_loss.tolist(), steps.info.grad_norm.tolist()]
-
-
-def _plain_rows(columns: list[list]) -> list[dict]:
-    """The rows of :func:`_plain_columns`."""
-    return [dict(zip(_PLAIN_KEYS, values)) for values in zip(*columns)]
-
-
-def _finite(steps: Steps) -> bool:
-    return bool(np.all(np.isfinite(steps.info.train_loss)) and np.all(np.isfinite(steps.info.grad_norm)))
-
-
-def _train_rows(steps: Steps) -> list[dict]:
-    """The metrics rows of a chunk's updates (one per update)."""
-    info = steps.info
-    rows = _plain_rows(_plain_columns(steps))
-    for k in np.flatnonzero(~info.applied).tolist():
-        rows[k].update(skipped_nonfinite=True, nonfinite_particles=int(info.num_nonfinite[k]))
-    return rows
-
-
-def divergence(rows: list[dict], columns: Sequence[tuple[list, list]] = ()) -> Optional[str]:
-    """Why the train losses of ``rows`` (and of ``columns``: ``(iterations, train
-    losses)`` pairs of further train rows) say the run diverged, or None.
-
-    Diverged means: no train loss was ever finite, or the last finite one (by iteration)
-    exceeds the first finite one by more than ``EXPLODED_FACTOR`` times its magnitude.
-    """
-    iterations = [r["iteration"] for r in rows if not rundir.is_eval_row(r)]
-    losses = [r["train_loss"] for r in rows if not rundir.is_eval_row(r)]
-    for its, values in columns:
-        iterations += its
-        losses += values
-    if not losses:
-        return None
-    finite = sorted((it, v) for it, v in zip(iterations, losses) if isinstance(v, (int, float)) and math.isfinite(v))
-    if not finite:
-        return "the train loss was never finite"
-    first, last = finite[0][1], finite[-1][1]
-    if last - first > EXPLODED_FACTOR * abs(first) and first != 0:
-        return f"the train loss exploded from {first:.4g} to {last:.4g}"
-    return None
+    def stop_signal(self):
+        return self.stop["signum"]
 
 
 class Run:
@@ -110,12 +64,9 @@ class Run:
         self.trainer = Trainer(config, engine=engine)
 
     # -- persistence -------------------------------------------------------------------
-    def save_checkpoint(self, learner: Learner, counters: Counters, writer: Optional[BackgroundWriter] = None) -> None:
-        """Write the checkpoint now, or with ``writer`` in the background (in order)."""
-        learner = self.trainer.engine.host(learner)  # remote particle states gathered here
-        metadata = {"counters": dataclasses.asdict(counters)}
-        job = lambda: save_pytree(self.path / rundir.CHECKPOINT, learner, metadata)
-        writer.submit(job) if writer is not None else job()
+    def save_checkpoint(self, learner: Learner, counters: Counters) -> None:
+        """Write the checkpoint now (remote particle states gathered here)."""
+        save_checkpoint(self.path, self.trainer.engine.host(learner), counters)
 
     def load_checkpoint(self) -> tuple[Learner, Counters]:
         learner, metadata = load_pytree(self.path / rundir.CHECKPOINT, self.trainer.learner_template())
@@ -137,132 +88,35 @@ class Run:
 
     # -- training ----------------------------------------------------------------------
     def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False) -> Counters:
-        """Train up to ``config.iterations`` updates; call with the run's lock held.
-
-        A fresh run (``resumed=False``) writes ``theta_0`` and the iteration-0
-        evaluation row before its first checkpoint, so no checkpoint ever exists
-        without them. Evaluation rows are written before the checkpoint at their
-        update, and never twice for one iteration.
-        """
-        config = self.config
+        """Train up to ``config.iterations`` updates (:func:`nres.loop.train_loop`, writing
+        through a :class:`nres.runlog.RunLog`); call with the run's lock held."""
         _prefetch_plotting()
-        thetas = rundir.ThetaTrajectory(self.path)
-        if resumed:
-            thetas.truncate(counters.iteration, learner.theta)
-            rows = rundir.tidy_rows(r for r in rundir.read_metrics(self.path) if r["iteration"] <= counters.iteration)
-            rundir.write_metrics(self.path, rows)
-        else:
-            rows = []
-            thetas.append(0, learner.theta)  # written with the first checkpoint, before it
-        evaluated = {r["iteration"] for r in rows if rundir.is_eval_row(r)}
-        # Every row of the run as metrics.jsonl will hold it, for the curves and the divergence
-        # check at the end: rows as read back from their JSON, usual chunks as columns.
-        history, plain_chunks = list(rows), []
-        tensorboard = rundir.TensorBoardLog(self.path, purge_step=counters.iteration + 1 if resumed else None)
-        bar = _progress_bar(config, counters.iteration, progress)
-        last_good = (learner, counters)
-        writer = BackgroundWriter()  # thetas and checkpoints are written while training goes on
+        log = RunLog(self.path, learner.theta, counters, resumed, self.trainer.engine.host, self.trainer.evaluate)
+        bar = _progress_bar(self.config, counters.iteration, progress)
         try:
-            with open(self.path / rundir.METRICS, "a") as metrics, deferred_stop() as stop:
-
-                def log(rows, prefix):
-                    """Rows (one or a chunk's list) in one write to each file."""
-                    rows = [rows] if isinstance(rows, dict) else rows
-                    if rows:
-                        lines = [rundir.json_row(row) for row in rows]
-                        metrics.write("".join(lines))
-                        metrics.flush()
-                        tensorboard.scalars(rows, prefix)
-                        history.extend(json.loads(line) for line in lines)
-
-                def evaluate(learner, counters):
-                    if counters.iteration not in evaluated:
-                        log(self.evaluate_row(_counter_values(counters), learner.theta), "test")
-                        evaluated.add(counters.iteration)
-
-                def checkpoint(learner, counters):
-                    thetas.flush(writer)  # first the thetas: a checkpoint never lacks its thetas
-                    self.save_checkpoint(learner, counters, writer)
-
-                def stop_if_asked():
-                    if stop["signum"] is not None:
-                        checkpoint(*last_good)
-                        raise RunStopped(
-                            f"{signal.Signals(stop['signum']).name}: stopped at update {last_good[1].iteration}; "
-                            f"checkpoint saved, continue with: nres train --resume {self.path}",
-                            exit_code(stop["signum"]),
-                        )
-
-                if config.eval_every and counters.iteration % config.eval_every == 0:
-                    evaluate(learner, counters)  # the starting point of the test curve
-                if not resumed:
-                    checkpoint(learner, counters)
-                # Pipelined: chunk k + 1 is launched before chunk k is collected, so the
-                # host logs chunk k while the device computes chunk k + 1.
-                pacer, trainer = _Pacer(self.trainer.max_chunk), self.trainer
-                pending, planned, collected = None, counters.iteration, None
-                while pending is not None or planned < config.iterations:
-                    stop_if_asked()
-                    launched = None
-                    if planned < config.iterations:
-                        count = min(pacer.count(), config.iterations - planned,
-                                    _to_boundary(planned, config.checkpoint_every),
-                                    _to_boundary(planned, config.eval_every))
-                        launched = trainer.launch(pending.learner if pending else learner, count)
-                        planned += count
-                    if pending is not None:
-                        before = counters
-                        learner, steps = trainer.collect(pending, counters, since=collected)
-                        collected, counters = time.perf_counter(), steps.counters
-                        pacer.observe(pending.count, counters.wall_time_s - before.wall_time_s)
-                        streak = steps.consecutive_nonfinite
-                        stop_at = np.flatnonzero(streak >= config.max_nonfinite)
-                        end = int(stop_at[0]) + 1 if stop_at.size else len(streak)
-                        good = np.flatnonzero(streak[:end] == 0)
-                        thetas.extend(steps.iteration[good], jax.tree_util.tree_map(lambda x: x[good], steps.theta))
-                        if len(good) == len(streak) and _finite(steps):  # the usual chunk: no dict per row
-                            columns = _plain_columns(steps)
-                            plain_chunks.append(columns)
-                            metrics.write("".join(_PLAIN_ROW % row for row in zip(*columns)))
-                            metrics.flush()
-                            tensorboard.columns(steps.iteration, dict(zip(_PLAIN_KEYS[1:], columns[1:])), "train")
-                        else:
-                            log(_train_rows(steps)[:end], "train")
-                        if stop_at.size:
-                            checkpoint(*last_good)
-                            raise RunStopped(
-                                f"stopped: {int(streak[end - 1])} consecutive windows were non-finite "
-                                f"(losses, gradient or update; lower --lr or --sigma); last good checkpoint is "
-                                f"at update {last_good[1].iteration} in {self.path}",
-                                EXIT_DIVERGED,
-                            )
-                        if config.eval_every and counters.iteration % config.eval_every == 0:
-                            evaluate(learner, counters)
-                        if counters.consecutive_nonfinite == 0:  # a consistent, good state to resume from
-                            last_good = (learner, counters)
-                            if counters.iteration % config.checkpoint_every == 0:
-                                checkpoint(learner, counters)
-                        bar.update(len(streak))
-                        bar.set_postfix(loss=f"{steps.info.train_loss[-1]:.4g}", refresh=False)
-                    pending = launched
-                stop_if_asked()
-                checkpoint(*last_good)
-                if config.eval_at_end:
-                    evaluate(learner, counters)
-                stop_if_asked()
-        except RunStopped:
+            with deferred_stop() as stop:
+                learner, counters = train_loop(self.trainer, learner, counters, Schedule.of(self.config),
+                                               _Reporter(log, bar, stop), fresh=not resumed)
+        except Stopped as stopped:
             self.plot()  # the checkpoint is saved; the curves so far
-            raise
+            raise self._stopped(stopped) from None
         finally:
             bar.close()
-            tensorboard.close()
-            writer.close()  # every checkpoint on disk before the run returns or stops
-        self.plot(lambda: rundir.tidy_rows(history + [row for columns in plain_chunks for row in _plain_rows(columns)]))
-        loss = _PLAIN_KEYS.index("train_loss")
-        reason = divergence(history, [(columns[0], columns[loss]) for columns in plain_chunks])
+            log.close()  # every checkpoint on disk before the run returns or stops
+        self.plot(log.all_rows)
+        reason = log.divergence()
         if reason:
             raise RunStopped(f"diverged: {reason} (lower --lr or --sigma); results in {self.path}", EXIT_DIVERGED)
         return counters
+
+    def _stopped(self, stopped: Stopped) -> RunStopped:
+        at = stopped.counters.iteration
+        if stopped.signum is not None:
+            return RunStopped(f"{signal.Signals(stopped.signum).name}: stopped at update {at}; checkpoint saved, "
+                              f"continue with: nres train --resume {self.path}", exit_code(stopped.signum))
+        return RunStopped(f"stopped: {stopped.streak} consecutive windows were non-finite (losses, gradient or "
+                          f"update; lower --lr or --sigma); last good checkpoint is at update {at} in {self.path}",
+                          EXIT_DIVERGED)
 
     def plot(self, rows: Optional[list[dict] | Callable[[], list[dict]]] = None) -> None:
         """Draw ``curves.png`` from ``rows`` (or a function returning them; default: read
@@ -280,34 +134,6 @@ def _prefetch_plotting() -> None:
     from nres.plotting import pyplot
 
     threading.Thread(target=pyplot, name="nres-import-matplotlib", daemon=True).start()
-
-
-def _to_boundary(iteration: int, every: int) -> int:
-    """Updates until the next multiple of ``every`` (no bound when ``every`` is 0)."""
-    return every - iteration % every if every else 1 << 30
-
-
-class _Pacer:
-    """Chooses updates per compiled call so each call takes about ``target_s`` seconds.
-
-    The first call (which compiles) runs one update; later calls are sized from the
-    measured time per update, so logging, Ctrl-C and the progress bar stay responsive
-    while fast tasks spend almost no time in Python between updates.
-    """
-
-    def __init__(self, max_count: int, target_s: float = 0.25):
-        self.max_count, self.target_s = max_count, target_s
-        self.calls, self.per_update_s = 0, None
-
-    def count(self) -> int:
-        if self.per_update_s is None:
-            return 1
-        return int(min(self.max_count, max(1, self.target_s // max(self.per_update_s, 1e-9))))
-
-    def observe(self, count: int, seconds: float) -> None:
-        self.calls += 1
-        if self.calls >= 2:  # the first call includes compilation
-            self.per_update_s = seconds / count
 
 
 def _progress_bar(config: TrainConfig, initial: int, enabled: bool):
@@ -343,7 +169,7 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
 
 def _write_config(run: Run) -> None:
     task = run.trainer.task
-    resolved = run_info.resolved_config(run.config, task)
+    resolved = resolved_config(run.config, task)
     rundir.write_config(run.path, config_to_dict(resolved), run_info.facts(run.config, task))
 
 

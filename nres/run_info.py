@@ -1,8 +1,6 @@
 """What a run resolves to: the settings and facts ``config.json`` records, the notes
 printed at the start of ``nres train`` and the summary printed at its end.
 
-* :func:`resolved_config`: the config with every task option filled in (the options
-  dataclass's defaults included) and the episode length ``T`` the task really uses.
 * :func:`facts`: ``d`` (the size of ``theta``), ``T``, the devices and the process count.
 * :func:`notes`: one line per valid but unusual setting (GPES's ``K`` against ``W``,
   ``T`` against ``W``, the device split of the particles).
@@ -11,34 +9,14 @@ printed at the start of ``nres train`` and the summary printed at its end.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Sequence
 
 import jax
 
 from nres.config import TrainConfig
+from nres.engines.local import particle_devices
 from nres.task import Task, theta_size
-from nres.tasks import get_task_entry
-
-
-def resolved_config(config: TrainConfig, task: Task) -> TrainConfig:
-    """``config`` with all task options (defaults included) and the task's ``T`` as ``horizon``.
-
-    Tasks whose options have no ``horizon`` field keep ``horizon`` unset (their ``T`` is
-    fixed; :func:`facts` records it). Building a task from the result gives the same task.
-    """
-    entry = get_task_entry(config.task)
-    options = dataclasses.asdict(entry.config_cls(**dict(config.task_options)))
-    has_horizon = "horizon" in options
-    options.pop("horizon", None)
-    return dataclasses.replace(config, task_options=options, horizon=task.horizon if has_horizon else config.horizon)
-
-
-def particle_devices(num_particles: int) -> int:
-    """How many local devices the particles are spread over (the rule of ``Trainer.place``)."""
-    count = jax.local_device_count()
-    return count if count > 1 and num_particles % count == 0 else 1
 
 
 def facts(config: TrainConfig, task: Task) -> dict:

@@ -1,6 +1,7 @@
 import pytest
 
-from nres.config import ConfigError, TrainConfig, load_config_file, resolve_config
+from nres.config import ConfigError, TrainConfig, load_config_file
+from nres.build import resolve_config
 
 
 def test_task_defaults_then_file_then_flags():

@@ -22,7 +22,7 @@ import pytest
 
 from nres import rundir
 from nres.cli import main
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.engines import EngineOptions
 from nres.run import resume_run, start_run
 from nres.training import Trainer

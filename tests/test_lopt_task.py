@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from nres.cli import main as nres_main
-from nres.config import ConfigError, resolve_config
+from nres.config import ConfigError
+from nres.build import resolve_config
 from nres.tasks.lopt import LoptConfig, build_problem, make_lopt_task
 from nres.tasks.lopt import learned_optimizer as lopt
-from nres.training import Trainer, build_task
+from nres.build import build_task
+from nres.training import Trainer
 from nres.tree import tree_size
 
 SMALL = dict(horizon=20, hidden_sizes="16", batch_size=32, eval_runs=8)

@@ -11,7 +11,7 @@ SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from nres import compilation_cache
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.training import Trainer
 trainer = Trainer(resolve_config({"task": "lorenz", "num_particles": 8, "unroll_length": 10, "horizon": 40,
                                   "estimator": sys.argv[1]}))

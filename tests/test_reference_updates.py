@@ -34,9 +34,9 @@ def test_first_20_updates_match_the_reference(name):
 
 
 def test_replayed_episode_matches_the_reference():
-    from nres.config import resolve_config
+    from nres.build import resolve_config
     from nres.particles import episode_losses
-    from nres.training import build_task
+    from nres.build import build_task
 
     task = build_task(resolve_config({}, {**reference.BASE, "estimator": "nres"}))
     theta = task.init_theta(jax.random.PRNGKey(0))

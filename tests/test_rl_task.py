@@ -6,7 +6,7 @@ import pytest
 
 from nres import rundir
 from nres.cli import main
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.estimators import ES_ESTIMATORS
 from nres.training import Trainer
 

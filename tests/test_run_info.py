@@ -4,9 +4,10 @@ import json
 
 
 from nres.cli import main
-from nres.config import resolve_config
-from nres.run_info import notes, resolved_config, summary
-from nres.training import build_task
+from nres.build import resolve_config
+from nres.build import resolved_config
+from nres.run_info import notes, summary
+from nres.build import build_task
 
 TINY = ["--task", "lorenz", "--horizon", "40", "--unroll-length", "10", "--num-particles", "4",
         "--num-test-starts", "8", "--iterations", "4", "--eval-every", "2"]

@@ -5,9 +5,10 @@ import optax
 import pytest
 
 import nres
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.task import Task
-from nres.training import Counters, Trainer, learning_rate, make_optimizer
+from nres.build import learning_rate, make_optimizer
+from nres.training import Counters, Trainer
 
 
 def test_piecewise_schedule_as_pes_uses_it():
@@ -149,15 +150,25 @@ def test_burn_in_reset_within_a_per_step_window_stops_in_the_new_episode():
 
 @pytest.fixture
 def chunk_traces(monkeypatch):
-    """Counts the traces of Trainer._chunk_fn (each is one compiled update program)."""
+    """Counts the traces of the step's chunk function (each is one compiled update
+    program); compiled calls hold at most 3 updates."""
+    from nres import step as step_module
+    from nres import training
+
     traces = []
-    chunk_fn = Trainer._chunk_fn
+    monkeypatch.setattr(step_module, "MAX_UPDATES_PER_CALL", 3)
+    make_step = step_module.make_step
 
-    def counted(self, *args, **kwargs):
-        traces.append(1)
-        return chunk_fn(self, *args, **kwargs)
+    def counted_make_step(*args, **kwargs):
+        step = make_step(*args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "_chunk_fn", counted)
+        def chunk(*chunk_args, **chunk_kwargs):
+            traces.append(1)
+            return step.chunk(*chunk_args, **chunk_kwargs)
+
+        return step._replace(chunk=chunk)
+
+    monkeypatch.setattr(training, "make_step", counted_make_step)
     return traces
 
 
@@ -169,8 +180,7 @@ def test_burn_in_runs_in_the_update_program(linear_task, chunk_traces, name, opt
     init, no update applied or counted, and training reuses that one program."""
     config = resolve_config({"task": "linear", "estimator": name, "num_particles": 8, "unroll_length": 2,
                              "seed": 1, **options})
-    trainer = Trainer(config, task=linear_task)
-    trainer.max_chunk = 3  # the burn-in runs up to 7 windows
+    trainer = Trainer(config, task=linear_task)  # the burn-in runs up to 7 windows, max_chunk is 3
     learner, counters = trainer.init()
     k_theta, k_est = jax.random.split(jax.random.PRNGKey(config.seed))
     theta = linear_task.init_theta(k_theta)
@@ -189,7 +199,7 @@ def test_burn_in_runs_in_the_update_program(linear_task, chunk_traces, name, opt
 
 def test_loss_normalize_is_refused_for_autodiff_estimators():
     from nres.config import ConfigError
-    from nres.training import build_estimator, build_task
+    from nres.build import build_estimator, build_task
 
     config = resolve_config({"task": "linear", "estimator": "bptt", "loss_normalize": True})
     with pytest.raises(ConfigError, match="loss_normalize applies to the ES estimators.*'bptt'"):
@@ -216,7 +226,7 @@ def test_update_that_would_make_theta_or_optimizer_state_nonfinite_is_not_applie
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 2**31 - 1, 2**31, 2**32 - 1])
 def test_seed_key_is_jax_prng_key(seed):
-    from nres.training import seed_key
+    from nres.build import seed_key
 
     key = seed_key(seed)
     assert np.asarray(key).dtype == np.uint32

@@ -15,7 +15,7 @@ import pytest
 
 import nres
 from nres.cli import main
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.diagnostics.analytic import (
     block_gradients,
     equal_compute_prediction,

@@ -25,7 +25,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from nres.config import ConfigError, resolve_config
+from nres.config import ConfigError
+from nres.build import resolve_config
 
 HELP = {
     "estimators": "comma-separated estimator names; NAME:K sets K for gpes or dodge (e.g. nres,pes,gpes:400)",
@@ -175,7 +176,7 @@ def cmd_variance(argv: Sequence[str]) -> int:
     from nres.diagnostics.report import format_table, plot_variance
     from nres.estimators import make_estimator
     from nres.progress import progress
-    from nres.training import build_task
+    from nres.build import build_task
     from nres import compilation_cache
 
     args, config = parse_variance(argv)

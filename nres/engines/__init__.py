@@ -1,9 +1,10 @@
 """Execution engines: where a run's particles live and who runs their windows.
 
-Every engine runs the same estimator and optimiser code (see :mod:`nres.engines.base`);
-for a fixed seed they give the same theta trajectory up to float32 rounding.
-:func:`make_engine` picks one from :class:`EngineOptions` (the ``nres train`` flags
-``--backend``, ``--num-workers``, ``--ray-address`` and ``--distributed``).
+Every engine runs the same pure step (:mod:`nres.step`) handed to it as a
+:class:`~nres.engines.base.Job` (see :mod:`nres.engines.base`); for a fixed seed they
+give the same theta trajectory up to float32 rounding. :func:`make_engine` picks one
+from :class:`EngineOptions` (the ``nres train`` flags ``--backend``, ``--num-workers``,
+``--ray-address`` and ``--distributed``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import dataclasses
 from typing import Optional
 
 from nres.config import ConfigError
+from nres.engines.base import Engine, Job
+from nres.estimators.base import WindowEstimator
 
 BACKENDS = ("local", "ray")
 
@@ -38,14 +41,14 @@ class EngineOptions:
 
 def check_scalar_engine(estimator, what: str) -> None:
     """Engines that ship scalars need an ES estimator with window-aligned windows."""
-    if not hasattr(estimator, "window"):
+    if not isinstance(estimator, WindowEstimator):
         raise ConfigError(f"{what} runs the ES estimators (they send one scalar per pair), not {estimator.name!r}")
     if not estimator.window_aligned:
         raise ConfigError(estimator.not_aligned_message(what))
 
 
-def make_engine(trainer, options: EngineOptions):
-    """The engine ``options`` name, bound to ``trainer`` (validated before anything starts)."""
+def make_engine(job: Job, options: EngineOptions) -> Engine:
+    """The engine ``options`` name, running ``job`` (validated before anything starts)."""
     if options.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
     if options.backend == "ray":
@@ -53,13 +56,13 @@ def make_engine(trainer, options: EngineOptions):
             raise ConfigError("--distributed and --backend ray are two ways to scale out; pick one")
         from nres.engines.ray import RayEngine
 
-        return RayEngine(trainer, options.num_workers, options.ray_address)
+        return RayEngine(job, options.num_workers, options.ray_address)
     if options.num_workers is not None or options.ray_address is not None:
         raise ConfigError("--num-workers and --ray-address need --backend ray")
     if options.distributed:
         from nres.engines.distributed import DistributedEngine
 
-        return DistributedEngine(trainer)
+        return DistributedEngine(job)
     from nres.engines.local import LocalEngine
 
-    return LocalEngine(trainer)
+    return LocalEngine(job)

@@ -1,10 +1,12 @@
-"""The one small interface through which :class:`nres.training.Trainer` runs updates.
+"""The one small interface through which a run executes its training step.
 
-An engine decides *where* the particles live and *who* runs their windows; the
-estimator math, the optimiser and the run directory stay the same. Engines:
+An engine is built from a :class:`Job`: the pure step functions (:mod:`nres.step`),
+the estimator, the config and a learner template, never from a trainer. It decides
+*where* the particles live and *who* runs their windows; the estimator math, the
+optimiser and the run directory stay the same. Engines:
 
 * :class:`nres.engines.local.LocalEngine`: one process, one compiled call per chunk of
-  updates; particles spread over the process's devices (``Trainer.place``).
+  updates; particles spread over the process's devices (:meth:`LocalEngine.place`).
 * :class:`nres.engines.distributed.DistributedEngine`: ``jax.distributed`` processes
   (one or many hosts); particles sharded over the global device mesh, only per-pair
   scalars cross devices and processes.
@@ -17,9 +19,30 @@ A learner handed to an engine may hold its estimator state remotely (Ray);
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, NamedTuple, Optional, Protocol
 
 import jax
+
+from nres.config import TrainConfig
+from nres.estimators.base import Estimator
+from nres.step import Learner, Step
+
+
+class Job(NamedTuple):
+    """What an engine runs.
+
+    ``step``: the pure step functions; ``estimator``: their estimator; ``config``: the
+    run's settings (remote workers rebuild the estimator from them); ``template``: the
+    learner's shapes and dtypes (``jax.ShapeDtypeStruct`` leaves, no shardings);
+    ``identity(name)``: what determines compiled program ``name`` for stored executables
+    (:func:`nres.build.program_identity`), or None.
+    """
+
+    step: Step
+    estimator: Estimator
+    config: TrainConfig
+    template: Learner
+    identity: Callable[[str], Optional[dict]]
 
 
 class Engine(Protocol):
@@ -34,13 +57,13 @@ class Engine(Protocol):
     def host(self, learner):
         """The engine-held learner as arrays with the full population (for checkpoints)."""
 
-    def prepare(self, template) -> None:
-        """Start building what :meth:`run_chunk` runs for a placed learner shaped like
-        ``template`` (``jax.ShapeDtypeStruct`` leaves), in the background; may do nothing."""
+    def prepare(self) -> None:
+        """Start building what :meth:`run_chunk` runs for a placed learner, in the
+        background; may do nothing."""
 
     def run_chunk(self, learner, count: jax.Array, hold):
         """``count`` windows, burn-in windows first (``hold`` ``[N]``, host int32, zeros in
-        training): returns ``(learner, infos, thetas)`` as ``Trainer._chunk_fn``."""
+        training): returns ``(learner, infos, thetas)`` as ``Step.chunk``."""
 
     def close(self) -> None:
         """Release workers and connections (idempotent)."""

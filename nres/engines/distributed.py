@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nres.config import ConfigError
 from nres.engines import check_scalar_engine
+from nres.engines.base import Job
 from nres.estimators.scalars import WindowScalars
 from nres.particles import map_particle_axis
 
@@ -68,21 +69,19 @@ def _particle_spec(x, axis: int) -> PartitionSpec:
 class DistributedEngine:
     """Particles over the global device mesh of ``jax.distributed`` (module docstring)."""
 
-    def __init__(self, trainer):
-        check_scalar_engine(trainer.estimator, "--distributed")
+    def __init__(self, job: Job):
+        estimator = job.estimator
+        check_scalar_engine(estimator, "--distributed")
         devices = jax.devices()
-        n = trainer.config.num_particles
+        n = job.config.num_particles
         if n % len(devices):
             raise ConfigError(f"--distributed: the {len(devices)} devices of {jax.process_count()} processes "
                               f"do not divide the {n} particle pairs (N)")
-        self.trainer = trainer
         self.is_writer = jax.process_index() == 0
         self.mesh = mesh = Mesh(np.asarray(devices), ("particles",))
         self.replicated = NamedSharding(mesh, PartitionSpec())
-        template = trainer.learner_template().estimator_state
-        self.state_specs = map_particle_axis(_particle_spec, template)
+        self.state_specs = map_particle_axis(_particle_spec, job.template.estimator_state)
         scalar_specs = WindowScalars(*([PartitionSpec("particles")] * len(WindowScalars._fields)))
-        estimator = trainer.estimator
         window = jax.shard_map(estimator.window, mesh=mesh,
                                in_specs=(self.state_specs, PartitionSpec(), PartitionSpec()),
                                out_specs=(scalar_specs, self.state_specs), check_vma=False)
@@ -93,7 +92,7 @@ class DistributedEngine:
             grad, info = estimator.gradient(scalars, theta)
             return grad, state, info
 
-        self._chunk = jax.jit(functools.partial(trainer._chunk_fn, estimate=estimate))
+        self._chunk = jax.jit(functools.partial(job.step.chunk, estimate=estimate))
         self._gather = jax.jit(lambda x: x, out_shardings=self.replicated)
 
     def _global(self, x, sharding):
@@ -112,7 +111,7 @@ class DistributedEngine:
         """Every process gets the whole learner (a collective: all processes call it)."""
         return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), self._gather(learner))
 
-    def prepare(self, template):  # its programs are built where they run
+    def prepare(self):  # its programs are built where they run
         pass
 
     def run_chunk(self, learner, count, hold):

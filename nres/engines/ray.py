@@ -38,6 +38,7 @@ import numpy as np
 
 from nres.config import ConfigError, config_to_dict
 from nres.engines import check_scalar_engine
+from nres.engines.base import Job
 from nres.estimators.scalars import WindowScalars, scalar_bytes
 from nres.particles import burn_in_select, map_particle_axis
 
@@ -48,8 +49,7 @@ class _Worker:
     """One Ray actor: a shard of the particles and the compiled window (runs remotely)."""
 
     def __init__(self, config: dict, state, index: int):
-        from nres.config import resolve_config
-        from nres.training import build_estimator, build_task  # the worker builds what the driver built
+        from nres.build import build_estimator, build_task, resolve_config  # the worker builds what the driver built
 
         config = resolve_config(config)
         self.index = index
@@ -127,15 +127,15 @@ class RayEngine:
 
     is_writer = True
 
-    def __init__(self, trainer, num_workers: Optional[int], address: Optional[str] = None):
-        n = trainer.config.num_particles
+    def __init__(self, job: Job, num_workers: Optional[int], address: Optional[str] = None):
+        n = job.config.num_particles
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
             raise ConfigError(f"--backend ray needs --num-workers K >= 1, got {num_workers!r}")
         if n % num_workers:
             raise ConfigError(f"--num-workers {num_workers} does not divide the {n} particle pairs (N)")
-        check_scalar_engine(trainer.estimator, "--backend ray")
+        check_scalar_engine(job.estimator, "--backend ray")
         ray = self.ray = _import_ray()
-        self.trainer, self.num_workers, self.shard = trainer, num_workers, n // num_workers
+        self.num_particles, self.num_workers, self.shard = n, num_workers, n // num_workers
         self._owns_ray = False
         self.actors: list = []
         if not ray.is_initialized():
@@ -159,16 +159,16 @@ class RayEngine:
                               f"which has {cpus}")
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
         self._token = uuid.uuid4().hex[:8]  # actors are named nres-worker-<token>-<k> (see `ray list actors`)
-        self._config = config_to_dict(trainer.config)
+        self._config = config_to_dict(job.config)
         self._snapshot: list = []  # each shard's state at the last checkpoint (host arrays)
         self._replay: list = []  # (theta, hold, index) of every window since then
         self.restarts = 0
         self.bytes_to_workers = self.bytes_from_workers = 0
-        estimator = trainer.estimator
+        estimator, step = job.estimator, job.step
 
         def apply(theta, opt_state, scalars, burn_in):
             grad, info = estimator.gradient(scalars, theta)
-            return trainer._apply_fn(theta, opt_state, grad, info, burn_in)
+            return step.apply(theta, opt_state, grad, info, burn_in)
 
         self._apply = jax.jit(apply)
 
@@ -233,7 +233,7 @@ class RayEngine:
               f"states and replayed {len(self._replay)} windows in {time.perf_counter() - start:.1f} s",
               file=sys.stderr)
 
-    def prepare(self, template):  # its programs are built where they run
+    def prepare(self):  # its programs are built where they run
         pass
 
     def run_chunk(self, learner, count, hold):
@@ -253,7 +253,7 @@ class RayEngine:
             thetas.append(theta)
             size = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(theta_host))
             self.bytes_to_workers += size * self.num_workers
-            self.bytes_from_workers += scalar_bytes(self.trainer.config.num_particles)
+            self.bytes_from_workers += scalar_bytes(self.num_particles)
         stack = lambda *xs: jnp.stack(xs)
         infos = jax.tree_util.tree_map(stack, *infos)
         thetas = jax.tree_util.tree_map(stack, *thetas)

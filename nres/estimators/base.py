@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,51 @@ class WindowInfo(NamedTuple):
 
     train_loss: jax.Array
     num_nonfinite: jax.Array
+
+
+@runtime_checkable
+class Estimator(Protocol):
+    """What the training step and the engines need of every gradient estimator.
+
+    ``start(key, theta) -> (state, hold)``: the state with every pair at ``tau = 0`` and
+    each pair's burn-in windows ``hold`` ``[N]`` int32; ``estimate(state, theta,
+    burn_in=False) -> (grad, state, WindowInfo)``: one window (``grad`` shaped like
+    ``theta``); ``burn_in_env_steps(state)``: the environment steps the burn-in took;
+    ``env_steps_per_update`` and ``sequential_steps_per_update``: what one update costs.
+    """
+
+    name: str
+    num_particles: int
+    unroll_length: int
+    env_steps_per_update: int
+    sequential_steps_per_update: int
+
+    def start(self, key: jax.Array, theta) -> tuple[Any, jax.Array]: ...
+
+    def estimate(self, state, theta, burn_in=False) -> tuple[Any, Any, WindowInfo]: ...
+
+    def burn_in_env_steps(self, state) -> int: ...
+
+
+@runtime_checkable
+class WindowEstimator(Estimator, Protocol):
+    """An estimator whose window reduces to per-pair scalars (the ES family): engines that
+    run windows elsewhere ship only those scalars.
+
+    ``window(state, theta, burn_in=False) -> (WindowScalars, state)`` runs the pairs of
+    ``state`` (any slice of the population); ``gradient(scalars, theta, weights=None) ->
+    (grad, WindowInfo)`` rebuilds the gradient from all ``N`` pairs' scalars.
+    ``window_aligned``: windows start at multiples of ``W`` (what those engines need;
+    ``not_aligned_message(what)`` says why not).
+    """
+
+    window_aligned: bool
+
+    def window(self, state, theta, burn_in=False) -> tuple[Any, Any]: ...
+
+    def gradient(self, scalars, theta, weights: Optional[Any] = None) -> tuple[Any, WindowInfo]: ...
+
+    def not_aligned_message(self, what: str) -> str: ...
 
 
 class Unrolled:

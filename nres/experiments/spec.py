@@ -43,7 +43,8 @@ import pathlib
 import sys
 from typing import Any, Mapping, Optional
 
-from nres.config import TRAIN_FIELDS, ConfigError, TrainConfig, coerce, resolve_config
+from nres.config import TRAIN_FIELDS, ConfigError, TrainConfig, coerce
+from nres.build import resolve_config
 
 GOALS = ("min", "max")
 BUDGET_KEYS = ("iterations", "env_steps")

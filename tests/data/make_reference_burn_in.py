@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from make_reference_updates import BASE, RUNS
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.training import Trainer
 
 HERE = pathlib.Path(__file__).parent

@@ -14,7 +14,7 @@ import pathlib
 import jax
 import numpy as np
 
-from nres.config import resolve_config
+from nres.build import resolve_config
 from nres.particles import episode_losses
 from nres.training import Trainer
 

@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 def _load_policy(run_dir: str):
     """``(config, spec, policy, scaler, theta, iteration)`` of a run's final saved theta."""
     from nres import rundir
-    from nres.config import resolve_config
+    from nres.build import resolve_config
     from nres.tasks.rl import RLConfig, make_policy
     from nres.tasks.rl.envs import load_env
 

@@ -1,0 +1,129 @@
+"""One training step as pure functions over ``Learner = (theta, opt_state, estimator_state)``.
+
+:func:`make_step` turns a task, an estimator and an optax optimiser into a
+:class:`Step`:
+
+* ``init(key) -> (learner, hold)``: theta, optimiser state and every pair at ``tau = 0``,
+  and each pair's burn-in windows ``hold`` ``[N]`` (int32).
+* ``update(learner, window, hold, estimate=None) -> (learner, UpdateInfo)``: window
+  ``window`` of a call whose first ``max(hold)`` windows are burn-in windows (they
+  advance only the pairs still burning in and apply no update), else one update.
+* ``chunk(learner, count, hold, estimate=None) -> (learner, infos, thetas)``: ``count``
+  (dynamic) windows in one ``fori_loop``; per update its :class:`UpdateInfo` and
+  ``theta`` in buffers with a leading ``[max_chunk]`` axis (rows past ``count`` unused).
+* ``apply(theta, opt_state, grad, info, burn_in) -> (theta, opt_state, UpdateInfo)``:
+  the optax step behind the non-finite guard (:func:`guarded_apply`).
+
+``estimate(state, theta, burn_in) -> (grad, state, info)`` defaults to the estimator's
+own; an engine passes one that runs the window elsewhere (sharded, remote). Every
+function is pure and can be compiled with ``jax.jit``; nothing here touches the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nres.particles import burn_in_select
+from nres.task import Task, theta_size
+from nres.tree import PyTree, tree_all_finite, tree_norm
+
+MAX_UPDATES_PER_CALL = 1000
+THETA_BUFFER_SCALARS = 2**24  # the per-update theta buffer of a chunk stays <= 64 MiB (float32)
+
+
+class Learner(NamedTuple):
+    """Everything of a run that lives on device: theta, optimiser and estimator state."""
+
+    theta: PyTree
+    opt_state: Any
+    estimator_state: Any
+
+
+class UpdateInfo(NamedTuple):
+    """Per update: ``train_loss`` (float32), ``grad_norm`` (float32, global L2 norm),
+    ``applied`` (bool: the guard let the update through) and ``num_nonfinite`` (int32:
+    pairs whose loss was non-finite in the window)."""
+
+    train_loss: jax.Array
+    grad_norm: jax.Array
+    applied: jax.Array
+    num_nonfinite: jax.Array
+
+
+class Step(NamedTuple):
+    """The pure functions of one training step (see the module docstring)."""
+
+    init: Callable
+    update: Callable
+    chunk: Callable
+    apply: Callable
+    max_chunk: int
+
+
+def guarded_apply(optimizer: optax.GradientTransformation) -> Callable:
+    """``apply(theta, opt_state, grad, info, burn_in=False) -> (theta, opt_state, UpdateInfo)``:
+    the optax step, kept only if everything it touches stays finite (as
+    ``optax.apply_if_finite``): the window's losses (``info.num_nonfinite == 0``), the
+    gradient and its norm (which can overflow on its own), the new theta and the new
+    optimiser state. Never applied in a burn-in window."""
+
+    def apply(theta: PyTree, opt_state, grad: PyTree, info, burn_in=False):
+        updates, new_opt_state = optimizer.update(grad, opt_state, theta)
+        new_theta = optax.apply_updates(theta, updates)
+        grad_norm = tree_norm(grad)
+        applied = (~jnp.asarray(burn_in) & (info.num_nonfinite == 0) & tree_all_finite(grad)
+                   & jnp.isfinite(grad_norm) & tree_all_finite(new_theta) & tree_all_finite(new_opt_state))
+        keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
+        return (keep(new_theta, theta), keep(new_opt_state, opt_state),
+                UpdateInfo(info.train_loss, grad_norm, applied, info.num_nonfinite))
+
+    return apply
+
+
+def chunk_capacity(task: Task) -> int:
+    """Updates per compiled call: at most :data:`MAX_UPDATES_PER_CALL`, fewer for a large
+    theta so the chunk's theta buffer stays within :data:`THETA_BUFFER_SCALARS`."""
+    return int(min(MAX_UPDATES_PER_CALL, max(1, THETA_BUFFER_SCALARS // max(1, theta_size(task)))))
+
+
+def make_step(task: Task, estimator, optimizer: optax.GradientTransformation, max_chunk: int | None = None) -> Step:
+    """The :class:`Step` of ``estimator`` on ``task`` under ``optimizer``."""
+    max_chunk = chunk_capacity(task) if max_chunk is None else max_chunk
+    apply = guarded_apply(optimizer)
+
+    def init(key: jax.Array) -> tuple[Learner, jax.Array]:
+        k_theta, k_est = jax.random.split(key)
+        theta = task.init_theta(k_theta)
+        state, hold = estimator.start(k_est, theta)
+        return Learner(theta, optimizer.init(theta), state), hold
+
+    def update(learner: Learner, window: jax.Array, hold: jax.Array, estimate=None) -> tuple[Learner, UpdateInfo]:
+        estimate = estimate or estimator.estimate
+        burning = window < jnp.max(hold)
+        old = learner.estimator_state
+        grad, est_state, info = estimate(old, learner.theta, burning)
+        est_state = burn_in_select(est_state, old, hold, window, estimator.unroll_length, burning)
+        theta, opt_state, update_info = apply(learner.theta, learner.opt_state, grad, info, burning)
+        return Learner(theta, opt_state, est_state), update_info
+
+    def chunk(learner: Learner, count: jax.Array, hold: jax.Array, estimate=None
+              ) -> tuple[Learner, UpdateInfo, PyTree]:
+        theta_buffer = jax.tree_util.tree_map(lambda x: jnp.zeros((max_chunk,) + x.shape, x.dtype), learner.theta)
+        info_buffer = UpdateInfo(*(jnp.zeros((max_chunk,), dtype) for dtype in
+                                   (jnp.float32, jnp.float32, bool, jnp.int32)))
+
+        def body(i, carry):
+            learner, infos, thetas = carry
+            learner, info = update(learner, i, hold, estimate)
+            row = jnp.minimum(i, max_chunk - 1)
+            write = lambda buffer, value: buffer.at[row].set(value)
+            infos = jax.tree_util.tree_map(write, infos, UpdateInfo(*(jnp.asarray(v) for v in info)))
+            return learner, infos, jax.tree_util.tree_map(write, thetas, learner.theta)
+
+        return jax.lax.fori_loop(0, count, body, (learner, info_buffer, theta_buffer))
+
+    return Step(init, update, chunk, apply, max_chunk)
