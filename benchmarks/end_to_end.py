@@ -17,7 +17,10 @@ updates per jitted call, no logging, no checkpoints), each as its own process. P
   TensorBoard, thetas) against the same pipelined compiled chunks and checkpoints with
   no logging, in one process, interleaved (the final plot, drawn once, is not included);
 * the window ratio: per update, the step-unlocked NRES update against the same update
-  with every pair step-locked (same 2N particles, same W steps), in one process.
+  with every pair step-locked (same 2N particles, same W steps), in one process;
+* the training clock: ``wall_time_s`` over updates 1..5000 of the default run with
+  evaluation every 250 updates against evaluation off (``--clock-only`` for just this),
+  interleaved processes: evaluation is not training, the ratio should be near 1.
 
 ``--task lopt`` / ``--task rl`` report time to first update (cold, warm; a short run of
 the task's default configuration) and the logging ratio; those tasks are slow on a CPU,
@@ -252,26 +255,23 @@ def logging_ratio(args) -> None:
     template.trainer.update_many(learner0, counters0, 1)  # compile outside the timings
     template.trainer.update_many(learner0, counters0, min(template.trainer.max_chunk, updates))
 
-    every = config.checkpoint_every
+    from nres.loop import Schedule, train_loop
 
-    def without_logging():  # the same pipelined chunks and checkpoints; no rows, TensorBoard or thetas
-        trainer, learner, counters = template.trainer, learner0, counters0
-        pacer, pending, planned = run_module._Pacer(trainer.max_chunk), None, counters.iteration
-        while pending is not None or planned < updates:
-            launched = None
-            if planned < updates:
-                count = min(pacer.count(), updates - planned, every - planned % every)
-                launched = trainer.launch(pending.learner if pending else learner, count)
-                planned += count
-            if pending is not None:
-                before = counters.wall_time_s
-                learner, steps = trainer.collect(pending, counters)
-                counters = steps.counters
-                pacer.observe(pending.count, counters.wall_time_s - before)
-                if counters.iteration % every == 0:
-                    template.save_checkpoint(learner, counters)
-            pending = launched
-        template.save_checkpoint(learner, counters)
+    class Checkpoints:  # the loop's callbacks with only the checkpoints: no rows, TensorBoard or thetas
+        def steps(self, steps, end):
+            pass
+
+        def evaluate(self, learner, counters):
+            pass
+
+        def checkpoint(self, learner, counters):
+            template.save_checkpoint(learner, counters)
+
+        def stop_signal(self):
+            return None
+
+    def without_logging():  # the same loop: pipelined chunks, boundaries and checkpoints
+        train_loop(template.trainer, learner0, counters0, Schedule.of(config), Checkpoints())
 
     runs = []
     for index in range(args.log_repeats):  # built before timing (building a task is not logging)
@@ -296,6 +296,41 @@ def logging_ratio(args) -> None:
     print(f"  ratio            median {median(ratios):.3f}x ({', '.join(f'{r:.3f}' for r in ratios)}); target <= 1.1x")
 
 
+def training_clock(updates: int, metrics: pathlib.Path) -> float:
+    """``wall_time_s`` of update ``updates`` minus that of update 1 (train rows of a run)."""
+    wall = {}
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line)
+        if "train_loss" in row:
+            wall[row["iteration"]] = row["wall_time_s"]
+    return wall[updates] - wall[1]
+
+
+def clock_ratio(args) -> None:
+    """The training clock with evaluation on (every 250 updates, the default) against
+    off: the default run's ``wall_time_s`` over updates 1..N, interleaved processes
+    (warm cache), target <= 1.2x: evaluation must not be counted as training."""
+    updates = args.updates or LORENZ["updates"]
+    work = pathlib.Path(tempfile.mkdtemp(prefix="nres-e2e-clock-"))
+    cache = work / "cache"
+    clocks: dict[str, list[float]] = {"off": [], "on": []}
+    for index in range(args.clock_repeats + 1):  # the first pair warms the cache: not counted
+        for name, every in (("off", "0"), ("on", "250")):
+            out = work / f"{name}{index}"
+            launch([sys.executable, "-m", "nres.cli", "train", "--task", args.task, "--no-progress",
+                    "--iterations", str(updates), "--eval-every", every, "--out", str(out),
+                    "--compilation-cache", str(cache)])
+            if index:
+                clocks[name].append(training_clock(updates, out / "metrics.jsonl"))
+    ratios = [on / off for on, off in zip(clocks["on"], clocks["off"])]
+    print(f"\ntraining clock ({args.task}, wall_time_s over updates 1..{updates}, {args.clock_repeats} "
+          "interleaved pairs, seconds):")
+    print(f"  evaluation off        median {median(clocks['off']):.3f}  ({', '.join(f'{v:.3f}' for v in clocks['off'])})")
+    print(f"  evaluation every 250  median {median(clocks['on']):.3f}  ({', '.join(f'{v:.3f}' for v in clocks['on'])})")
+    print(f"  ratio                 median {median(ratios):.3f}x ({', '.join(f'{r:.3f}' for r in ratios)}); "
+          "target <= 1.2x")
+
+
 def window_ratio(args) -> None:
     """Per update: step-unlocked NRES against the same NRES with every pair step-locked."""
     import dataclasses
@@ -306,20 +341,27 @@ def window_ratio(args) -> None:
     from nres.build import resolve_config
     from nres.training import Trainer
 
+    from nres.engines.local import LocalEngine
+    from nres.engines.base import Job
+    from nres.step import make_step
+
     unlocked = Trainer(resolve_config({}, {"eval_every": 0}))
-    locked = Trainer(resolve_config({}, {"eval_every": 0}))
-    locked.estimator = dataclasses.replace(locked.estimator, step_unlocked=False)
-    learners = {"unlocked": unlocked.init()[0], "locked": locked.init()[0]}
-    trainers = {"unlocked": unlocked, "locked": locked}
+    estimator = dataclasses.replace(unlocked.estimator, step_unlocked=False)
+    step = make_step(unlocked.task, estimator, unlocked.optimizer)
+    locked = LocalEngine(Job(step, estimator, unlocked.config, unlocked.template, lambda name: None))
+    from nres.build import seed_key
+
+    learners = {"unlocked": unlocked.init()[0], "locked": locked.place(jax.jit(step.init)(seed_key(0))[0])}
+    engines = {"unlocked": unlocked.engine, "locked": locked}
     count = jnp.asarray(UPDATES_PER_CALL, jnp.int32)
-    for name in trainers:
-        jax.block_until_ready(trainers[name].engine.run_chunk(learners[name], count, trainers[name].no_hold))
-    times = {name: [] for name in trainers}
+    for name in engines:
+        jax.block_until_ready(engines[name].run_chunk(learners[name], count, unlocked.no_hold))
+    times = {name: [] for name in engines}
     for _ in range(args.window_repeats):
-        for name, trainer in trainers.items():
+        for name, engine in engines.items():
             start = time.perf_counter()
             for _ in range(5):
-                learners[name] = trainer.engine.run_chunk(learners[name], count, trainer.no_hold)[0]
+                learners[name] = engine.run_chunk(learners[name], count, unlocked.no_hold)[0]
             jax.block_until_ready(learners[name])
             times[name].append((time.perf_counter() - start) / (5 * UPDATES_PER_CALL) * 1e3)
     ratios = [u / l for u, l in zip(times["unlocked"], times["locked"])]
@@ -339,6 +381,8 @@ def main() -> None:
     parser.add_argument("--log-updates", type=int, default=None, help="updates per logging-ratio timing")
     parser.add_argument("--log-repeats", type=int, default=9)
     parser.add_argument("--window-repeats", type=int, default=7)
+    parser.add_argument("--clock-repeats", type=int, default=3, help="interleaved pairs of the clock ratio")
+    parser.add_argument("--clock-only", action="store_true", help="only the training clock, evaluation on and off")
     parser.add_argument("--skip-processes", action="store_true", help="only the in-process measurements")
     parser.add_argument("--skip-in-process", action="store_true", help="only the whole-process measurements")
     parser.add_argument("--bare-loop", metavar="OUT", help=argparse.SUPPRESS)
@@ -348,12 +392,16 @@ def main() -> None:
         return
     print(f"nres end-to-end benchmark, task {args.task}; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs", flush=True)
+    if args.clock_only:
+        clock_ratio(args)
+        return
     if not args.skip_processes:
         (lorenz_processes if args.task == "lorenz" else task_processes)(args)
     if not args.skip_in_process:
         logging_ratio(args)
         if args.task == "lorenz":
             window_ratio(args)
+            clock_ratio(args)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

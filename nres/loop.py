@@ -16,8 +16,7 @@ never counted in ``wall_time_s``; between boundaries the pipeline stays full.
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -118,11 +117,12 @@ def _nonfinite_end(steps: Steps, max_nonfinite: int) -> tuple[int, bool]:
 
 
 def train_loop(trainer, learner: Learner, counters: Counters, schedule: Schedule, callbacks: Callbacks,
-               fresh: bool = True, clock: Callable[[], float] = time.perf_counter) -> tuple[Learner, Counters]:
+               fresh: bool = True) -> tuple[Learner, Counters]:
     """Train from ``counters`` to ``schedule.iterations`` (see the module docstring).
 
     ``trainer`` launches and collects chunks (:meth:`nres.training.Trainer.launch`,
-    :meth:`~nres.training.Trainer.collect`, ``max_chunk``); a ``fresh`` start is
+    :meth:`~nres.training.Trainer.collect`, ``max_chunk``) and keeps the training
+    clock (``trainer.clock()``, seconds); a ``fresh`` start is
     checkpointed (after its first evaluation) before training. Returns the final learner
     and counters; raises :class:`Stopped` after checkpointing the last good state.
     """
@@ -151,7 +151,7 @@ def train_loop(trainer, learner: Learner, counters: Counters, schedule: Schedule
         if pending is not None:
             before = counters
             learner, steps = trainer.collect(pending, counters, since=collected)
-            collected, counters = clock(), steps.counters
+            collected, counters = trainer.clock(), steps.counters
             pacer.observe(pending.count, counters.wall_time_s - before.wall_time_s)
             end, streak_stop = _nonfinite_end(steps, schedule.max_nonfinite)
             callbacks.steps(steps, end)

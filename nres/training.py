@@ -64,6 +64,7 @@ class Trainer:
         self.engine = make_engine(Job(self.step, self.estimator, config, self.template, identity),
                                   engine or EngineOptions())
         self.evaluate_fn = None
+        self.clock = time.perf_counter  # the training clock (seconds); replaceable in tests
 
     def learner_template(self) -> Learner:
         """Shapes and dtypes of a learner (``jax.ShapeDtypeStruct`` leaves)."""
@@ -101,7 +102,7 @@ class Trainer:
         (collect it with :meth:`collect`)."""
         if not 1 <= count <= self.max_chunk:
             raise ValueError(f"count must be in [1, {self.max_chunk}], got {count}")
-        started = time.perf_counter()
+        started = self.clock()
         learner, infos, thetas = self.engine.run_chunk(learner, np.int32(count), self.no_hold)
         return PendingChunk(learner, infos, thetas, count, started)
 
@@ -113,7 +114,7 @@ class Trainer:
         is spread evenly over its updates.
         """
         infos, thetas = jax.device_get((chunk.infos, chunk.thetas))
-        elapsed = time.perf_counter() - max(chunk.started, since or 0.0)
+        elapsed = self.clock() - max(chunk.started, since or 0.0)
         steps = tally(counters, infos, thetas, chunk.count, elapsed, self.estimator.env_steps_per_update,
                       self.estimator.sequential_steps_per_update)
         return chunk.learner, steps

@@ -132,7 +132,7 @@ def _grads_for_keys(task, theta, estimator, n=64):
     def one(key):
         return estimator.estimate(estimator.init(key, theta), theta)[0]
 
-    return np.asarray(jax.vmap(one)(jax.random.split(jax.random.PRNGKey(5), n)))
+    return np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(5), n)))
 
 
 def test_gpes_with_k_at_least_t_is_bit_identical_to_nres(linear_task, linear_theta):
