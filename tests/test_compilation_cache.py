@@ -73,6 +73,32 @@ def test_cache_cold_warm_and_off_give_identical_metrics(tmp_path):
         json.loads((tmp_path / "cold" / "config.json").read_text())["config"]
 
 
+@pytest.mark.slow
+def test_run_time_settings_do_not_change_the_stored_programs(tmp_path):
+    """Seed, budget, evaluation schedule and output directory are not part of a compiled
+    program: a run that changes all of them loads the programs a first run stored
+    (nothing new in the cache), and equals the same run with the cache off."""
+    cache = tmp_path / "cache"
+
+    def train(name, setting, *extra):
+        cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--out", str(tmp_path / name),
+               "--compilation-cache", setting, *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+
+    train("first", str(cache))
+    entries = sorted(os.listdir(cache))
+    programs = sorted(os.listdir(cache / compilation_cache.EXECUTABLES))
+    other = ("--seed", "5", "--iterations", "15", "--eval-every", "4", "--checkpoint-every", "6")
+    train("other-seed", str(cache), *other)
+    assert sorted(os.listdir(cache / compilation_cache.EXECUTABLES)) == programs, "a new seed compiled again"
+    assert sorted(os.listdir(cache)) == entries, "a new seed compiled programs JAX had cached"
+    train("other-seed-off", "off", *other)
+    loaded = _rows(tmp_path / "other-seed")
+    assert len([r for r in loaded if "train_loss" in r]) == 15
+    assert loaded == _rows(tmp_path / "other-seed-off")
+
+
 @pytest.fixture
 def stored(tmp_path):
     """The cache on in ``tmp_path`` for this test; the session's setting afterwards."""
