@@ -153,16 +153,24 @@ def _engine_session(flags: dict, out: Optional[str], resume: Optional[str]):
 
     import jax
 
-    from nres.engines.distributed import initialize
+    from nres.engines.distributed import initialize, watch
 
     initialize(**coordinator)
-    if jax.process_index() == 0:
-        return options, out, resume, lambda: None, True
-    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"nres-process{jax.process_index()}-"))
-    if resume:  # the run directory must be readable here (shared file system or a copy)
-        shutil.copytree(resume, scratch / "run")
-        resume = str(scratch / "run")
-    return options, str(scratch / "run"), resume, lambda: shutil.rmtree(scratch, ignore_errors=True), False
+    scratch = None
+    if jax.process_index() != 0:  # trains into a private copy; process 0 writes the run directory
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"nres-process{jax.process_index()}-"))
+        if resume:  # the run directory must be readable here (shared file system or a copy)
+            shutil.copytree(resume, scratch / "run")
+    cleanup = (lambda: shutil.rmtree(scratch, ignore_errors=True)) if scratch else (lambda: None)
+    watchdog = watch(before_exit=cleanup)  # a lost peer ends this process with one line
+
+    def finish():
+        watchdog.stop()
+        cleanup()
+
+    if scratch is None:
+        return options, out, resume, finish, True
+    return options, str(scratch / "run"), resume and str(scratch / "run"), finish, False
 
 
 def attribute_docs(cls) -> dict[str, str]:
@@ -244,6 +252,11 @@ def cmd_train(argv: Sequence[str]) -> int:
         else:
             path = start_run(config, out, overwrite=control["overwrite"], progress=progress and writer,
                              engine=engine)
+    except _run_stopped_error() as stop:
+        if not writer:  # name the run directory of process 0, not this process's private copy
+            private, shared = (out, control["out"]) if config is not None else (resume, control["resume"])
+            stop.args = (str(stop).replace(str(private), str(shared or "the run directory")),)
+        raise
     finally:
         cleanup()
     if not writer:

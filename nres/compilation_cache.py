@@ -133,6 +133,7 @@ def _environment() -> dict:
     return {
         "nres": _source_digest(), "python": sys.version, "versions": _versions(), "settings": settings,
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "processes": jax.process_count(),
+        "process": jax.process_index(),  # each process of a multi-process run compiles for its own devices
         "devices": [(d.platform, d.device_kind, d.id) for d in jax.devices()],
     }
 

@@ -7,6 +7,10 @@ signal. Files, flags and clocks of the run directory live in the callbacks
 (:class:`Callbacks`, implemented by :class:`nres.runlog.RunLog` for ``nres train``), so
 the loop runs and is tested without any file.
 
+Every decision taken from local facts (the next call's size, from measured time; a
+stop signal) goes through ``trainer.agree``, so all processes of a multi-process run
+take the same decisions in the same order and run the same collective programs.
+
 The training clock: a chunk's time runs from its launch to its results. The chunk that
 ends at an evaluation or checkpoint boundary is collected *before* the next chunk is
 launched, so evaluation and checkpoint work never overlaps a chunk in flight and is
@@ -117,37 +121,42 @@ def _nonfinite_end(steps: Steps, max_nonfinite: int) -> tuple[int, bool]:
 
 
 def train_loop(trainer, learner: Learner, counters: Counters, schedule: Schedule, callbacks: Callbacks,
-               fresh: bool = True) -> tuple[Learner, Counters]:
+               fresh: bool = True, chunk_seconds: float = 0.25) -> tuple[Learner, Counters]:
     """Train from ``counters`` to ``schedule.iterations`` (see the module docstring).
 
     ``trainer`` launches and collects chunks (:meth:`nres.training.Trainer.launch`,
-    :meth:`~nres.training.Trainer.collect`, ``max_chunk``) and keeps the training
-    clock (``trainer.clock()``, seconds); a ``fresh`` start is
-    checkpointed (after its first evaluation) before training. Returns the final learner
+    :meth:`~nres.training.Trainer.collect`, ``max_chunk``), keeps the training clock
+    (``trainer.clock()``, seconds) and may agree every decision with the other
+    processes of the run (``trainer.agree(count, signum) -> (count, signum)``, see
+    :mod:`nres.engines.peers`); a ``fresh`` start is
+    checkpointed (after its first evaluation) before training; each compiled call aims
+    at ``chunk_seconds`` of work (:class:`Pacer`). Returns the final learner
     and counters; raises :class:`Stopped` after checkpointing the last good state.
     """
     last_good = (learner, counters)
+    agree = getattr(trainer, "agree", None) or (lambda count, signum: (count, signum))
 
-    def check_stop():
-        signum = callbacks.stop_signal()
+    def decide(count: int = 0) -> int:
+        """The next call's updates (or 0) and the stop signal, agreed by every process of
+        the run; a stop checkpoints the last good state."""
+        count, signum = agree(count, callbacks.stop_signal())
         if signum is not None:
             callbacks.checkpoint(*last_good)
             raise Stopped(last_good[1], signum=signum)
+        return count
 
     if schedule.evaluates(counters.iteration):
         callbacks.evaluate(learner, counters)  # the starting point of the test curve
     if fresh:
         callbacks.checkpoint(learner, counters)
-    pacer = Pacer(trainer.max_chunk)
+    pacer = Pacer(trainer.max_chunk, chunk_seconds)
     pending, planned, collected = None, counters.iteration, None
     while pending is not None or planned < schedule.iterations:
-        check_stop()
-        launched = None
         # The chunk in flight ends at a boundary: collect it before launching the next.
         drain = pending is not None and schedule.boundary(planned)
-        if planned < schedule.iterations and not drain:
-            launched = trainer.launch(pending.learner if pending else learner, chunk_size(pacer, schedule, planned))
-            planned += launched.count
+        count = decide(chunk_size(pacer, schedule, planned) if planned < schedule.iterations and not drain else 0)
+        launched = trainer.launch(pending.learner if pending else learner, count) if count else None
+        planned += count
         if pending is not None:
             before = counters
             learner, steps = trainer.collect(pending, counters, since=collected)
@@ -165,9 +174,9 @@ def train_loop(trainer, learner: Learner, counters: Counters, schedule: Schedule
                 if counters.iteration % schedule.checkpoint_every == 0:
                     callbacks.checkpoint(learner, counters)
         pending = launched
-    check_stop()
+    decide()
     callbacks.checkpoint(*last_good)
     if schedule.eval_at_end:
         callbacks.evaluate(learner, counters)
-    check_stop()
+    decide()
     return learner, counters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import signal
 from typing import Callable, Optional
@@ -61,6 +62,7 @@ class Run:
     def __init__(self, path: pathlib.Path, config: TrainConfig, engine: Optional[EngineOptions] = None):
         self.path = path
         self.config = config
+        self.chunk_seconds = chunk_seconds()  # checked before any file is written
         self.trainer = Trainer(config, engine=engine)
 
     # -- persistence -------------------------------------------------------------------
@@ -96,7 +98,8 @@ class Run:
         try:
             with deferred_stop() as stop:
                 learner, counters = train_loop(self.trainer, learner, counters, Schedule.of(self.config),
-                                               _Reporter(log, bar, stop), fresh=not resumed)
+                                               _Reporter(log, bar, stop), fresh=not resumed,
+                                               chunk_seconds=self.chunk_seconds)
         except Stopped as stopped:
             self.plot()  # the checkpoint is saved; the curves so far
             raise self._stopped(stopped) from None
@@ -124,6 +127,23 @@ class Run:
         rows = rundir.read_metrics(self.path) if rows is None else rows() if callable(rows) else rows
         if rows:
             plot_run_curves(rows, self.path / rundir.CURVES, title=f"{self.config.task}: {run_label(config_to_dict(self.config))}")
+
+
+CHUNK_SECONDS_ENV = "NRES_CHUNK_SECONDS"
+
+
+def chunk_seconds() -> float:
+    """Seconds of work each compiled call of updates aims at (``NRES_CHUNK_SECONDS``,
+    default 0.25): shorter keeps Ctrl-C and the progress bar snappier, longer spends
+    less time in Python between calls. In a ``--distributed`` run process 0's decides."""
+    value = os.environ.get(CHUNK_SECONDS_ENV, "0.25")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{CHUNK_SECONDS_ENV} must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _prefetch_plotting() -> None:

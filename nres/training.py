@@ -119,6 +119,11 @@ class Trainer:
                       self.estimator.sequential_steps_per_update)
         return chunk.learner, steps
 
+    def agree(self, count: int, signum):
+        """``(count, signum)`` as every process of the run decides it (the engine's
+        :meth:`~nres.engines.base.Engine.agree`)."""
+        return self.engine.agree(count, signum)
+
     def update_many(self, learner: Learner, counters: Counters, count: int) -> tuple[Learner, list]:
         """``count`` updates in one compiled call (``1 <= count <= max_chunk``).
 

@@ -84,23 +84,38 @@ def test_bad_scaling_flags_give_one_line_errors(tmp_path, capsys, flags, message
 
 
 # -- jax.distributed --------------------------------------------------------------------
-def _distributed(settings, out, extra=()):
-    """Two `nres train --distributed` processes on 127.0.0.1 (returns their outputs)."""
+def _start_distributed(extra, cache="off", env_per_process=({}, {})):
+    """Two `nres train --distributed` processes on 127.0.0.1 (not waited for)."""
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-               JAX_NUM_PROCESSES="2", NRES_COMPILATION_CACHE="off")
+               JAX_NUM_PROCESSES="2", NRES_COMPILATION_CACHE=str(cache))
     env.pop("XLA_FLAGS", None)
     args = [sys.executable, "-m", "nres.cli", "train", "--distributed", "--no-progress", *extra]
-    procs = [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    return [subprocess.Popen(args, env={**env, "JAX_PROCESS_ID": str(i), **env_per_process[i]},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def _wait(procs, codes=(0, 0)):
     try:
         outputs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
     finally:
         for p in procs:
             p.kill() if p.poll() is None else None
-    for p, (stdout, stderr) in zip(procs, outputs):
-        assert p.returncode == 0, stderr[-3000:]
+    for p, code, (stdout, stderr) in zip(procs, codes, outputs):
+        assert p.returncode == code, f"exit {p.returncode}, expected {code}: {stderr[-3000:]}"
     return outputs
+
+
+def _distributed(settings, out, extra=(), cache="off", env_per_process=({}, {})):
+    """Two `nres train --distributed` processes on 127.0.0.1 (returns their outputs)."""
+    return _wait(_start_distributed(extra, cache, env_per_process))
+
+
+def _rows_past(path, count):
+    deadline = time.time() + TIMEOUT_S
+    while time.time() < deadline and len(_losses(path)) < count:
+        time.sleep(0.05)
+    assert len(_losses(path)) >= count, "the run did not get going"
 
 
 @pytest.mark.slow
@@ -120,6 +135,64 @@ def test_two_distributed_processes_equal_one(tmp_path, settings, iterations, mor
         _distributed(settings, two, ["--resume", str(two), "--iterations", str(iterations + more)])
         np.testing.assert_array_equal(_thetas(two), _thetas(one))
         assert len(_losses(two)) == iterations + more
+
+
+@pytest.mark.slow
+def test_distributed_runs_share_the_compilation_cache_and_agree_whatever_their_pacing(tmp_path):
+    """Cache on (the default), run after run: the second run loads what the first stored,
+    per process. Process 1 aims at 0.1 ms per compiled call and process 0 at 2 s, so on
+    their own they would run different numbers of updates per call (different collective
+    sequences: a hang or a Gloo abort); process 0's decisions are shared, and both runs
+    equal one process."""
+    settings = {**LORENZ, "iterations": 300, "checkpoint_every": 100}
+    one = start_run(resolve_config(settings), str(tmp_path / "one"), progress=False)
+    cache = tmp_path / "cache"
+    pacing = ({"NRES_CHUNK_SECONDS": "2"}, {"NRES_CHUNK_SECONDS": "0.0001"})
+    for name in ("first", "second"):
+        _distributed(settings, tmp_path / name, [*_flags(settings), "--out", str(tmp_path / name)], cache, pacing)
+        np.testing.assert_array_equal(_thetas(tmp_path / name), _thetas(one))
+        assert _losses(tmp_path / name) == _losses(one)
+    stored = sorted(os.listdir(cache / "executables"))
+    assert len(stored) == 2, f"the init program of each process (the update program is jitted): {stored}"
+
+
+def _stopped_run(tmp_path, signum, codes, env=({}, {})):
+    """A distributed run of many updates that process 1 receives ``signum`` in."""
+    settings = {**LORENZ, "checkpoint_every": 50}
+    two = tmp_path / "two"
+    procs = _start_distributed([*_flags({**settings, "iterations": 10**7}), "--out", str(two)],
+                               env_per_process=env)
+    _rows_past(two, 40)
+    procs[1].send_signal(signum)
+    return settings, two, _wait(procs, codes)
+
+
+def _resumed_equals_one(tmp_path, settings, two):
+    total = len(_losses(two)) + 7
+    _distributed(settings, two, ["--resume", str(two), "--iterations", str(total)])
+    one = start_run(resolve_config({**settings, "iterations": total}), str(tmp_path / "one"), progress=False)
+    np.testing.assert_array_equal(_thetas(two), _thetas(one))
+    assert _losses(two) == _losses(one)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_distributed_process_stops_both_resumably(tmp_path):
+    settings, two, outputs = _stopped_run(tmp_path, signal.SIGTERM, (143, 143),
+                                          env=({}, {"NRES_CHUNK_SECONDS": "0.01"}))
+    for stdout, stderr in outputs:
+        assert "SIGTERM: stopped at update" in stderr and "Traceback" not in stderr, stderr[-2000:]
+        assert f"--resume {two}" in stderr, "both name the run directory of process 0"
+    _resumed_equals_one(tmp_path, settings, two)
+
+
+@pytest.mark.slow
+def test_a_killed_peer_ends_the_other_process_within_the_timeout(tmp_path):
+    timeout = {"NRES_PEER_TIMEOUT": "5"}
+    settings, two, ((_, stderr), _) = _stopped_run(tmp_path, signal.SIGKILL, (4, -9), env=(timeout, timeout))
+    lines = [line for line in stderr.splitlines() if line.startswith("nres:")]
+    assert len(lines) == 1 and "process 1 stopped answering" in lines[0] and "Traceback" not in stderr, stderr
+    assert (two / rundir.CHECKPOINT).is_file()
+    _resumed_equals_one(tmp_path, settings, two)
 
 
 # -- Ray --------------------------------------------------------------------------------

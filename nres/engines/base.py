@@ -65,5 +65,10 @@ class Engine(Protocol):
         """``count`` windows, burn-in windows first (``hold`` ``[N]``, host int32, zeros in
         training): returns ``(learner, infos, thetas)`` as ``Step.chunk``."""
 
+    def agree(self, count: int, signum):
+        """The training loop's decision ``(count, signum)`` (next call's updates, stop
+        signal or None) as every process of the run takes it: unchanged in a
+        one-process engine, process 0's in a multi-process one."""
+
     def close(self) -> None:
         """Release workers and connections (idempotent)."""

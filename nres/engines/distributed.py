@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from nres.config import ConfigError
 from nres.engines import check_scalar_engine
 from nres.engines.base import Job
+from nres.engines.peers import Agreement, Watchdog, peer_timeout
 from nres.estimators.scalars import WindowScalars
 from nres.particles import map_particle_axis
 
@@ -62,6 +63,18 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
         raise ConfigError(f"cannot start jax.distributed: {text[0] if text else type(err).__name__}") from None
 
 
+def _client():
+    """The distributed runtime's client (key-value store) of this process."""
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+def watch(before_exit=lambda: None) -> Watchdog:
+    """Start this process's :class:`~nres.engines.peers.Watchdog` (after :func:`initialize`)."""
+    return Watchdog(_client(), jax.process_index(), jax.process_count(), peer_timeout(), before_exit).start()
+
+
 def _particle_spec(x, axis: int) -> PartitionSpec:
     return PartitionSpec(*([None] * axis + ["particles"]))
 
@@ -93,6 +106,7 @@ class DistributedEngine:
             return grad, state, info
 
         self._chunk = jax.jit(functools.partial(job.step.chunk, estimate=estimate))
+        self.agree = Agreement(_client(), jax.process_index(), jax.process_count())
         self._gather = jax.jit(lambda x: x, out_shardings=self.replicated)
 
     def _global(self, x, sharding):

@@ -90,10 +90,14 @@ class _Worker:
 
 
 class _RemoteState:
-    """Stands in for the estimator state while the actors hold it."""
+    """Stands in for the estimator state while the actors hold it: the state after
+    ``position`` windows since the learner was placed (the actors may be further on)."""
+
+    def __init__(self, position: int = 0):
+        self.position = position
 
     def __repr__(self):
-        return "<estimator state held by Ray actors>"
+        return f"<estimator state held by Ray actors, after window {self.position}>"
 
 
 def _import_ray():
@@ -162,6 +166,7 @@ class RayEngine:
         self._config = config_to_dict(job.config)
         self._snapshot: list = []  # each shard's state at the last checkpoint (host arrays)
         self._replay: list = []  # (theta, hold, index) of every window since then
+        self._base = 0  # windows run (since the learner was placed) when the snapshot was taken
         self.restarts = 0
         self.bytes_to_workers = self.bytes_from_workers = 0
         estimator, step = job.estimator, job.step
@@ -181,25 +186,39 @@ class RayEngine:
     def place(self, learner):
         if isinstance(learner.estimator_state, _RemoteState):
             return learner
-        self._snapshot, self._replay = self._shards(learner.estimator_state), []
+        self._snapshot, self._replay, self._base = self._shards(learner.estimator_state), [], 0
         if self.actors:
             self.ray.get([a.set_state.remote(s) for a, s in zip(self.actors, self._snapshot)])
         else:
             self.actors = [self._new_actor(k) for k in range(self.num_workers)]
-        return learner._replace(theta=jax.device_put(learner.theta), estimator_state=_RemoteState())
+        return learner._replace(theta=jax.device_put(learner.theta), estimator_state=_RemoteState(0))
 
     def _new_actor(self, k: int, attempt: int = 0):
         name = f"nres-worker-{self._token}-{k}" + (f"-restart{attempt}" if attempt else "")
         return self._actor_class.options(name=name).remote(self._config, self._snapshot[k], k)
 
     def host(self, learner):
+        """The particles' state *of this learner*: when the actors already ran further
+        (a chunk launched after it), they go back to the last snapshot and replay the
+        windows up to it, so a checkpoint's particles always match its theta."""
         if not isinstance(learner.estimator_state, _RemoteState):
             return learner
+        position = learner.estimator_state.position
+        if not self._base <= position <= self._base + len(self._replay):
+            raise RuntimeError(f"the Ray workers no longer hold the particle states of window {position}")
+        if position < self._base + len(self._replay):
+            self._rewind(position - self._base)
         shards = self._gather(lambda a: a.get_state.remote())
-        self._snapshot, self._replay = shards, []
+        self._snapshot, self._replay, self._base = shards, [], position
         axes = map_particle_axis(lambda x, axis: axis, shards[0])
         state = jax.tree_util.tree_map(lambda axis, *xs: np.concatenate(xs, axis=axis), axes, *shards)
         return learner._replace(estimator_state=state)
+
+    def _rewind(self, windows: int) -> None:
+        """Every actor back to the snapshot, then its first ``windows`` windows again."""
+        self._replay = self._replay[:windows]
+        self.ray.get([a.set_state.remote(s) for a, s in zip(self.actors, self._snapshot)])
+        self.ray.get([a.replay.remote(self._replay) for a in self.actors])
 
     # -- windows -----------------------------------------------------------------------
     def _gather(self, call) -> list:
@@ -257,7 +276,11 @@ class RayEngine:
         stack = lambda *xs: jnp.stack(xs)
         infos = jax.tree_util.tree_map(stack, *infos)
         thetas = jax.tree_util.tree_map(stack, *thetas)
-        return learner._replace(theta=theta, opt_state=opt_state), infos, thetas
+        position = self._base + len(self._replay)
+        return learner._replace(theta=theta, opt_state=opt_state, estimator_state=_RemoteState(position)), infos, thetas
+
+    def agree(self, count, signum):  # one driver process decides alone
+        return count, signum
 
     def close(self) -> None:
         for actor in self.actors:
