@@ -92,6 +92,16 @@ FAULTS = [
     ("SIGKILL during an evaluation", "nres.training:Trainer.evaluate", 3, "SIGKILL", "before", "", -9, "resume"),
     ("SIGTERM during the final evaluation", "nres.training:Trainer.evaluate", 5, "SIGTERM", "before", "", 143,
      "resume"),
+    # Where Python cannot raise (the exception would be printed and dropped) or must not
+    # (a half-imported extension crashes): the stop is deferred to the next safe point.
+    ("SIGTERM in a garbage-collection callback at start-up", "nres.training:Trainer.init", 1, "SIGTERM", "gc", "",
+     143, "rerun"),
+    ("SIGUSR1 in a garbage-collection callback mid-training", "nres.training:Trainer.collect", 2, "SIGUSR1", "gc",
+     "", 138, "resume"),
+    ("SIGUSR1 while jaxlib's extension is imported", "import:jaxlib._jax", 1, "SIGUSR1", "before", "", 138,
+     "rerun"),
+    ("SIGINT while numpy's extension is imported", "import:numpy._core._multiarray_umath", 1, "SIGINT", "before",
+     "", 130, "rerun"),
 ]
 
 
@@ -112,6 +122,61 @@ def test_interrupted_run_resumes_to_the_uninterrupted_one(reference, subprocess_
     assert_same_run(out, reference)
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0  # resuming a finished run adds nothing
     assert_same_run(out, reference)
+
+
+def _handlers_installed(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGTERM: ``nres``'s first line installs its handlers."""
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def _start_nres(env: dict, argv: list) -> tuple[subprocess.Popen, float]:
+    """``nres`` in a subprocess, once it runs its first line; returns it and that instant."""
+    proc = subprocess.Popen([sys.executable, "-m", "nres.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    while not _handlers_installed(proc.pid) and proc.poll() is None:
+        time.sleep(0.001)
+    return proc, time.perf_counter()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not pathlib.Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+def test_a_stop_at_a_random_instant_ends_with_its_code_and_resumes_to_the_same_run(reference, subprocess_env,
+                                                                                 tmp_path):
+    from nres.interrupts import exit_code
+
+    # The instants are fractions (fixed seed) of an uninterrupted run, counted from nres's
+    # first line (its signal handlers installed; before it, the interpreter's own start-up
+    # is not nres's to handle): most land in the imports (JAX's included) and the
+    # compilation, the rest in training, evaluation and plotting.
+    proc, started = _start_nres(subprocess_env, ["train", *RUN, "--out", str(tmp_path / "whole")])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    whole = time.perf_counter() - started
+    rng = np.random.default_rng(24)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    for trial in range(20):
+        fraction, signum = float(rng.uniform(0.0, 1.0)), stops[int(rng.integers(len(stops)))]
+        out = tmp_path / f"trial{trial}"
+        proc, started = _start_nres(subprocess_env, ["train", *RUN, "--out", str(out)])
+        time.sleep(max(0.0, started + fraction * whole - time.perf_counter()))
+        if proc.poll() is not None:  # this run was faster than the first: nothing to stop
+            assert proc.returncode == 0, proc.stderr.read()
+            continue
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=300)
+        what = f"trial {trial}: {signal.Signals(signum).name} at {fraction:.2f} of {whole:.2f} s; stderr: {err}"
+        assert proc.returncode == exit_code(signum), what
+        assert "Traceback" not in err and "Exception ignored" not in err, what
+        assert err.strip().splitlines()[-1].startswith("nres: "), what
+        if out.exists():  # a checkpoint, or a half-made run that starts over
+            assert main(["train", "--resume", str(out), "--no-progress"]) == 0, what
+        else:
+            assert main(["train", *RUN, "--out", str(out)]) == 0, what
+        assert_same_run(out, reference)
 
 
 @pytest.mark.slow
