@@ -19,6 +19,7 @@ from nres.checkpoint import BackgroundWriter, CheckpointError, load_pytree, save
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.engines import EngineOptions
 from nres.estimators import ES_ESTIMATORS
+from nres import interrupts
 from nres.interrupts import deferred_stop, exit_code
 from nres.plotting import plot_run_curves, run_label
 from nres.progress import progress, track
@@ -333,6 +334,7 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     run_info.announce(config, run.trainer.task)
     with contextlib.closing(run.trainer.engine):
         learner, counters = run.trainer.init()
+        interrupts.check()  # a stop deferred during start-up ends here, before any file is written
         path.mkdir(parents=True, exist_ok=True)
         with rundir.RunLock(path):
             rundir.prepare(path, overwrite=overwrite)  # checked again, now that the directory is ours
