@@ -226,7 +226,9 @@ def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]
     control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress",
                                               "compilation_cache")}
     control["engine"] = {k: args.pop(k, None) for k in ENGINE_FLAGS}
-    if control["resume"]:
+    if control["resume"] is not None:
+        if not control["resume"].strip():
+            raise ConfigError("--resume needs a run directory, got an empty name")
         extra = sorted(set(args) - {"iterations"})
         if extra or control["config"] or control["out"]:
             raise ConfigError("--resume takes only --iterations and the scaling-out flags "

@@ -301,6 +301,65 @@ def _config_file(name: str, data: bytes):
     return apply
 
 
+def _checkpoint_counters(**changes):
+    """Rewrite checkpoint.npz's counters (a value None removes the counter)."""
+    def apply(run: pathlib.Path) -> None:
+        with np.load(run / rundir.CHECKPOINT) as data:
+            arrays = dict(data)
+        metadata = json.loads(str(arrays["metadata"]))
+        metadata["counters"].update(changes)
+        metadata["counters"] = {k: v for k, v in metadata["counters"].items() if v is not None}
+        arrays["metadata"] = np.asarray(json.dumps(metadata))
+        with open(run / rundir.CHECKPOINT, "wb") as handle:
+            np.savez(handle, **arrays)
+    return apply
+
+
+def _delete(name: str):
+    return lambda run: (run / name).unlink()
+
+
+def _foreign_rows(run: pathlib.Path) -> None:
+    """metrics.jsonl of another run: its updates count twice the env steps, ending at the same total."""
+    rows = rundir.read_metrics(run)
+    end = rows[-1]["total_env_steps"]
+    for row in rows:
+        row["total_env_steps"] = end - 2 * (end - row["total_env_steps"])
+    rundir.write_metrics(run, rows)
+
+
+def _other_final_theta(run: pathlib.Path) -> None:
+    with np.load(run / rundir.THETAS) as data:
+        arrays = dict(data)
+    arrays["theta"][-1] += 1.0
+    with open(run / rundir.THETAS, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+RESUME = ["train", "--resume", "RUN_DIR", "--no-progress"]
+# A resume trusts nothing it has not checked: each damaged file is refused, nothing changed.
+DAMAGED = [
+    ("checkpoint without counters.iteration", _checkpoint_counters(iteration=None), RESUME, 2,
+     "counter 'iteration' is missing"),
+    ("checkpoint at update 99999", _checkpoint_counters(iteration=99999), RESUME, 2,
+     "is at update 99999, past the run's 12 updates"),
+    ("checkpoint at update 99999, --iterations 100000", _checkpoint_counters(iteration=99999),
+     [*RESUME, "--iterations", "100000"], 2, "is at update 99999, past the run's 12 updates"),
+    ("checkpoint counter of the wrong type", _checkpoint_counters(total_env_steps="many"), RESUME, 2,
+     "counter 'total_env_steps' is 'many'"),
+    ("empty metrics.jsonl", _corrupt("metrics.jsonl", b""), RESUME, 2, "lacks the train rows of 12 of the 12"),
+    ("deleted metrics.jsonl", _delete("metrics.jsonl"), RESUME, 2, "lacks the train rows of 12 of the 12"),
+    ("metrics.jsonl of another run", _foreign_rows, RESUME, 2, "the files are not of one run"),
+    ("deleted thetas.npz", _delete("thetas.npz"), RESUME, 2, "lacks the theta of update 12"),
+    ("thetas.npz of another run", _other_final_theta, RESUME, 2, "differs from checkpoint.npz's"),
+    ("deleted checkpoint.npz with thetas", _delete("checkpoint.npz"), RESUME, 2,
+     "is missing, but thetas.npz holds updates up to 12"),
+    ("--iterations below the current update", None, [*RESUME, "--iterations", "5"], 2,
+     "--iterations 5 is below update 12"),
+    ("--resume ''", None, ["train", "--resume", ""], 2, "--resume needs a run directory"),
+]
+
+
 # (name, setup of the copied run directory RUN_DIR, argv with RUN_DIR/HERE placeholders, exit code, message)
 BAD_INPUTS = [
     ("non-UTF-8 config.json (eval)", _corrupt("config.json", b"\xff\xfe{}"), ["eval", "RUN_DIR"], 2, "not UTF-8"),
@@ -340,6 +399,7 @@ BAD_INPUTS = [
      "has no derivatives"),
     ("--out holding a run", None, ["train", *RUN, "--out", "RUN_DIR"], 2, "already holds a run"),
     ("--resume of a non-run", None, ["train", "--resume", "HERE/nothing"], 2, "is not a run directory"),
+    *DAMAGED,
 ]
 
 
