@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from nres import rundir, run_info
+from nres import rundir, rundir_check, run_info
 from nres.checkpoint import BackgroundWriter, CheckpointError, load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.engines import EngineOptions
@@ -373,6 +373,11 @@ def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progr
     with contextlib.closing(run.trainer.engine):
         half_made = rundir.is_half_made(run.path)
         state = None if half_made else run.load_state()
+        estimator = run.trainer.estimator
+        rundir_check.check_resumable(run.path, rundir.read_config(run.path)["config"].get("iterations"), iterations,
+                                     (estimator.env_steps_per_update, estimator.sequential_steps_per_update),
+                                     None if state is None else state[0].theta)
+        interrupts.check()  # a stop deferred during start-up ends here, before any file is written
         with rundir.RunLock(run.path):
             if iterations is not None:
                 _write_config(run)
