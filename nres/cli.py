@@ -246,6 +246,10 @@ def cmd_train(argv: Sequence[str]) -> int:
 
     interrupts.check()  # a stop deferred while JAX was imported
     control, config, args = parse_train(argv)
+    if config is not None:
+        from nres import sizes
+
+        sizes.check_train(config)
     progress = not control["no_progress"]
     _enable_compilation_cache(control["compilation_cache"])
     engine, out, resume, cleanup, writer = _engine_session(control["engine"], control["out"], control["resume"])

@@ -400,6 +400,13 @@ BAD_INPUTS = [
     ("--out holding a run", None, ["train", *RUN, "--out", "RUN_DIR"], 2, "already holds a run"),
     ("--resume of a non-run", None, ["train", "--resume", "HERE/nothing"], 2, "is not a run directory"),
     *DAMAGED,
+    # Sizes that cannot fit: refused up front, before any directory or allocation.
+    ("--num-particles 10**20", None, ["train", *TINY, "--num-particles", str(10**20 - 1), "--out", "HERE/new"], 2,
+     "--num-particles 99999999999999999999 needs at least"),
+    ("--num-test-starts 10**12", None, ["train", *TINY, "--num-test-starts", str(10**12), "--out", "HERE/new"], 2,
+     "--num-test-starts 1000000000000 needs at least"),
+    ("nres variance --num-samples 10**13", None, ["variance", "--num-samples", str(10**13), "--out", "HERE/var"], 2,
+     "--num-samples 10000000000000 needs at least"),
 ]
 
 
