@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from nres import rundir, rundir_check, run_info
+from nres import rundir, rundir_check, run_info, sizes
 from nres.checkpoint import BackgroundWriter, CheckpointError, load_pytree, save_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict, resolve_config
 from nres.engines import EngineOptions
@@ -331,6 +331,8 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
     if config.estimator not in ES_ESTIMATORS:  # differentiating the task fails only when traced
         run.trainer.check()
+    sizes.check_fits("--num-particles", config.num_particles, sizes.tree_bytes(run.trainer.learner_template()),
+                     "theta, optimiser state and every particle's state")
     run_info.announce(config, run.trainer.task)
     with contextlib.closing(run.trainer.engine):
         learner, counters = run.trainer.init()
