@@ -422,17 +422,16 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         print(f"nres {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help"):
-        if not argv:
-            argv = ["train"]
-        else:
-            print("usage: nres [--version] {train,eval,plot,variance,rollout,compare} ...\n\n"
-                  "  train     train theta (default: NRES on Lorenz)\n"
-                  "  eval      evaluate a run's saved thetas\n"
-                  "  plot      compare runs\n"
-                  "  variance  mean and total variance of estimators\n"
-                  "  rollout   watch a learned policy (rl task)\n"
-                  "  compare   methods x seeds of an experiment file: figures, summary, verdict\n")
-            return 0
+        # Bare `nres` only shows the commands (a training of thousands of updates is `nres train`).
+        print("usage: nres [--version] {train,eval,plot,variance,rollout,compare} ...\n\n"
+              "  train     train theta (default: NRES on Lorenz)\n"
+              "  eval      evaluate a run's saved thetas\n"
+              "  plot      compare runs\n"
+              "  variance  mean and total variance of estimators\n"
+              "  rollout   watch a learned policy (rl task)\n"
+              "  compare   methods x seeds of an experiment file: figures, summary, verdict\n",
+              file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_BAD_INPUT
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         if command.startswith("-"):
