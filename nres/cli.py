@@ -7,12 +7,20 @@ every field of the chosen task's options dataclass is one too (``--task lorenz
 
 from __future__ import annotations
 
+import os
+import sys
+
+from nres import interrupts
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") == "nres":
+    # The command itself (console script or ``python -m nres.cli``): from its first line a
+    # stop signal is recorded, never lost and never a traceback (see :mod:`nres.interrupts`).
+    interrupts.record_stop_signals()
+
 import argparse
 import dataclasses
 import errno
-import os
 import pathlib
-import sys
 import typing
 from typing import Any, Optional, Sequence
 
@@ -226,7 +234,9 @@ def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]
     control = {k: args.pop(k, None) for k in ("config", "out", "overwrite", "resume", "no_progress",
                                               "compilation_cache")}
     control["engine"] = {k: args.pop(k, None) for k in ENGINE_FLAGS}
-    if control["resume"]:
+    if control["resume"] is not None:
+        if not control["resume"].strip():
+            raise ConfigError("--resume needs a run directory, got an empty name")
         extra = sorted(set(args) - {"iterations"})
         if extra or control["config"] or control["out"]:
             raise ConfigError("--resume takes only --iterations and the scaling-out flags "
@@ -242,7 +252,12 @@ def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]
 def cmd_train(argv: Sequence[str]) -> int:
     from nres.run import resume_run, start_run
 
+    interrupts.check()  # a stop deferred while JAX was imported
     control, config, args = parse_train(argv)
+    if config is not None:
+        from nres import sizes
+
+        sizes.check_train(config)
     progress = not control["no_progress"]
     _enable_compilation_cache(control["compilation_cache"])
     engine, out, resume, cleanup, writer = _engine_session(control["engine"], control["out"], control["resume"])
@@ -377,13 +392,26 @@ def _os_error_message(err: OSError) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one command; every failure the user can fix ends as one line and an exit code:
     0 ok, 1 the system refused (disk full, read-only, permissions), 2 bad input,
-    3 non-finite or diverged, 128 + signal for SIGINT (130), SIGTERM (143), SIGUSR1 (138)."""
-    from nres.interrupts import Interrupted, stop_signals_raise
+    3 non-finite or diverged, 128 + signal for SIGINT (130), SIGTERM (143), SIGUSR1 (138).
 
+    A stop signal at any instant ends with its code, never 0 (:mod:`nres.interrupts`)."""
+    code = _guarded(argv)
+    signum = interrupts.pending()  # acted on now, or recorded after the last safe point
+    interrupts.clear()
+    if signum is not None and code == 0:
+        print(f"nres: aborted by {interrupts.Interrupted(signum)}", file=sys.stderr)
+        return interrupts.exit_code(signum)
+    return code
+
+
+def _guarded(argv: Optional[Sequence[str]]) -> int:
     try:
-        with stop_signals_raise():
-            return _main(argv)
-    except Interrupted as stop:  # a second stop signal, or one outside the training loop
+        with interrupts.stop_signals_raise():
+            interrupts.check()  # a stop recorded while the command started
+            code = _main(argv)
+            interrupts.check()  # one deferred by an import or dropped by a callback
+            return code
+    except interrupts.Interrupted as stop:  # a second stop signal, or one outside the training loop
         print(f"nres: aborted by {stop} (the last checkpoint, if any, is intact)", file=sys.stderr)
         return stop.exit_code
     except KeyboardInterrupt:
@@ -407,17 +435,16 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         print(f"nres {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help"):
-        if not argv:
-            argv = ["train"]
-        else:
-            print("usage: nres [--version] {train,eval,plot,variance,rollout,compare} ...\n\n"
-                  "  train     train theta (default: NRES on Lorenz)\n"
-                  "  eval      evaluate a run's saved thetas\n"
-                  "  plot      compare runs\n"
-                  "  variance  mean and total variance of estimators\n"
-                  "  rollout   watch a learned policy (rl task)\n"
-                  "  compare   methods x seeds of an experiment file: figures, summary, verdict\n")
-            return 0
+        # Bare `nres` only shows the commands (a training of thousands of updates is `nres train`).
+        print("usage: nres [--version] {train,eval,plot,variance,rollout,compare} ...\n\n"
+              "  train     train theta (default: NRES on Lorenz)\n"
+              "  eval      evaluate a run's saved thetas\n"
+              "  plot      compare runs\n"
+              "  variance  mean and total variance of estimators\n"
+              "  rollout   watch a learned policy (rl task)\n"
+              "  compare   methods x seeds of an experiment file: figures, summary, verdict\n",
+              file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_BAD_INPUT
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         if command.startswith("-"):
@@ -426,7 +453,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             print(f"nres: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
             return EXIT_BAD_INPUT
     try:
-        return _command(command)(rest)
+        command = _command(command)
+        interrupts.check()  # a stop deferred while the command's modules were imported
+        return command(rest)
     except _run_stopped_error() as stop:
         print(f"nres: {stop}", file=sys.stderr)
         return stop.exit_code
@@ -460,8 +489,13 @@ def run() -> None:
     """
     import gc
 
+    interrupts.record_stop_signals()  # (already, when this module was the first to load)
     gc.set_threshold(*GC_THRESHOLD)
     code = main()
+    # From here stop signals are only recorded: one that arrives now still sets the code.
+    if interrupts.pending() is not None and code == 0:
+        print(f"nres: aborted by {interrupts.Interrupted(interrupts.pending())}", file=sys.stderr)
+        code = interrupts.exit_code(interrupts.pending())
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     import atexit

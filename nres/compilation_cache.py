@@ -176,6 +176,20 @@ def _compile_fresh(lowered):
                 compilation_cache.reset_cache()
 
 
+def _accepts(compiled, args) -> bool:
+    """Whether a loaded executable was compiled for arguments like ``args`` (tree, shapes, dtypes)."""
+    import jax
+    import numpy as np
+
+    try:
+        if compiled.in_tree != jax.tree_util.tree_structure((tuple(args), {})):
+            return False
+        return all(tuple(info.shape) == tuple(np.shape(x)) and np.dtype(info.dtype) == np.dtype(x.dtype)
+                   for info, x in zip(jax.tree_util.tree_leaves(compiled.args_info), jax.tree_util.tree_leaves(args)))
+    except Exception:  # noqa: BLE001 - anything unexpected in the stored file: compile anew
+        return False
+
+
 class Program:
     """``jax.jit(fn)`` whose executable is kept in the cache directory between processes.
 
@@ -256,6 +270,8 @@ class Program:
         """The executable stored in ``file``, else compiled (from ``lowered``, or lowered
         for ``args``) and stored there; a given ``lowered`` means nothing is stored yet."""
         compiled = self._load(file) if lowered is None else None
+        if compiled is not None and not _accepts(compiled, args):  # another program's file: compile anew
+            compiled = None
         return compiled if compiled is not None else self._compile_and_store(file, lowered or self._jit.lower(*args))
 
     def _file(self, signature) -> pathlib.Path:

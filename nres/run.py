@@ -11,13 +11,14 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from nres import rundir, run_info
+from nres import rundir, rundir_check, run_info, sizes
 from nres.checkpoint import CheckpointError, load_pytree
 from nres.config import ConfigError, TrainConfig, config_to_dict
 from nres.build import resolve_config, resolved_config
 from nres.engines import EngineOptions
 from nres.counters import Counters, Steps
 from nres.estimators import ES_ESTIMATORS
+from nres import interrupts
 from nres.interrupts import deferred_stop, exit_code
 from nres.loop import Schedule, Stopped, train_loop
 from nres.plotting import plot_run_curves, run_label
@@ -176,9 +177,12 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
     if config.estimator not in ES_ESTIMATORS:  # differentiating the task fails only when traced
         run.trainer.check()
+    sizes.check_fits("--num-particles", config.num_particles, sizes.tree_bytes(run.trainer.learner_template()),
+                     "theta, optimiser state and every particle's state")
     run_info.announce(config, run.trainer.task)
     with contextlib.closing(run.trainer.engine):
         learner, counters = run.trainer.init()
+        interrupts.check()  # a stop deferred during start-up ends here, before any file is written
         path.mkdir(parents=True, exist_ok=True)
         with rundir.RunLock(path):
             rundir.prepare(path, overwrite=overwrite)  # checked again, now that the directory is ours
@@ -217,6 +221,11 @@ def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progr
     with contextlib.closing(run.trainer.engine):
         half_made = rundir.is_half_made(run.path)
         state = None if half_made else run.load_state()
+        estimator = run.trainer.estimator
+        rundir_check.check_resumable(run.path, rundir.read_config(run.path)["config"].get("iterations"), iterations,
+                                     (estimator.env_steps_per_update, estimator.sequential_steps_per_update),
+                                     None if state is None else state[0].theta)
+        interrupts.check()  # a stop deferred during start-up ends here, before any file is written
         with rundir.RunLock(run.path):
             if iterations is not None:
                 _write_config(run)

@@ -6,7 +6,8 @@ Usage: python tests/inject_fault.py TARGET NTH SIGNAL WHEN [MATCH] -- NRES_ARGS.
   calls with an argument ending in MATCH, if given) the process sends itself SIGNAL
   (``SIGKILL``, ``SIGINT``, ``SIGTERM``, ``SIGUSR1``), ``before`` or ``after`` the call.
   ``os:replace`` with MATCH ``checkpoint.npz`` is "during a checkpoint write": the
-  temporary file is complete but not yet renamed.
+  temporary file is complete but not yet renamed. WHEN ``gc`` sends it from inside a
+  garbage-collection callback run just before the call (where Python cannot raise).
 * TARGET ``import:NAME``: the signal arrives while NAME is first imported.
 """
 
@@ -48,6 +49,16 @@ def main() -> int:
                 hit = calls[0] == nth
             if hit and when == "before":
                 fire()
+            if hit and when == "gc":
+                import gc
+
+                def callback(phase, info):
+                    if phase == "start":
+                        gc.callbacks.remove(callback)
+                        fire()
+
+                gc.callbacks.append(callback)
+                gc.collect()
             result = original(*args, **kwargs)
             if hit and when == "after":
                 fire()

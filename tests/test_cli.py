@@ -296,3 +296,12 @@ def test_divergence_rule():
     # train rows also given as (iterations, losses) columns: ordered by iteration across both
     assert "exploded from 2 to 3e+07" in divergence(train(5.0, 3e7)[1:], [([1], [2.0]), ([3], [float("nan")])])
     assert divergence(train(3e7), [([2, 3], [1.0, 2.0])]) is None  # 3e7 at update 1 is the first loss
+
+
+def test_bare_nres_lists_the_commands_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("usage: nres") and "train" in captured.err
+    assert not list(tmp_path.iterdir()), "bare nres wrote something (a run?)"
+    assert main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: nres")

@@ -133,6 +133,21 @@ def test_a_stored_program_is_loaded_without_tracing(stored):
     assert len(traces) == 3 and len(os.listdir(stored)) == 3
 
 
+def test_a_stored_executable_of_another_program_is_compiled_anew(stored):
+    import numpy as np
+
+    traces = []
+    small, large = np.arange(3, dtype=np.float32), np.arange(4, dtype=np.float32)
+    compilation_cache.Program(_counting(traces), {"program": "p"})(small, np.int32(2))
+    compilation_cache.Program(_counting(traces), {"program": "p"})(large, np.int32(2))
+    first, second = sorted(stored.iterdir(), key=lambda f: f.stat().st_mtime_ns)
+    first.write_bytes(second.read_bytes())  # the float32[3] program's file holds the float32[4] one
+    out = compilation_cache.Program(_counting(traces), {"program": "p"})(small, np.int32(2))
+    assert np.asarray(out).tolist() == [0.0, 2.0, 6.0] and len(traces) == 3  # no TypeError: traced again
+    out = compilation_cache.Program(_counting(traces), {"program": "p"})(small, np.int32(2))
+    assert len(traces) == 3, "the file was not stored again with the right program"
+
+
 def test_unreadable_or_unnamed_programs_are_compiled(stored):
     import numpy as np
 

@@ -92,6 +92,16 @@ FAULTS = [
     ("SIGKILL during an evaluation", "nres.training:Trainer.evaluate", 3, "SIGKILL", "before", "", -9, "resume"),
     ("SIGTERM during the final evaluation", "nres.training:Trainer.evaluate", 5, "SIGTERM", "before", "", 143,
      "resume"),
+    # Where Python cannot raise (the exception would be printed and dropped) or must not
+    # (a half-imported extension crashes): the stop is deferred to the next safe point.
+    ("SIGTERM in a garbage-collection callback at start-up", "nres.training:Trainer.init", 1, "SIGTERM", "gc", "",
+     143, "rerun"),
+    ("SIGUSR1 in a garbage-collection callback mid-training", "nres.training:Trainer.collect", 2, "SIGUSR1", "gc",
+     "", 138, "resume"),
+    ("SIGUSR1 while jaxlib's extension is imported", "import:jaxlib._jax", 1, "SIGUSR1", "before", "", 138,
+     "rerun"),
+    ("SIGINT while numpy's extension is imported", "import:numpy._core._multiarray_umath", 1, "SIGINT", "before",
+     "", 130, "rerun"),
 ]
 
 
@@ -112,6 +122,61 @@ def test_interrupted_run_resumes_to_the_uninterrupted_one(reference, subprocess_
     assert_same_run(out, reference)
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0  # resuming a finished run adds nothing
     assert_same_run(out, reference)
+
+
+def _handlers_installed(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGTERM: ``nres``'s first line installs its handlers."""
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def _start_nres(env: dict, argv: list) -> tuple[subprocess.Popen, float]:
+    """``nres`` in a subprocess, once it runs its first line; returns it and that instant."""
+    proc = subprocess.Popen([sys.executable, "-m", "nres.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    while not _handlers_installed(proc.pid) and proc.poll() is None:
+        time.sleep(0.001)
+    return proc, time.perf_counter()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not pathlib.Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+def test_a_stop_at_a_random_instant_ends_with_its_code_and_resumes_to_the_same_run(reference, subprocess_env,
+                                                                                 tmp_path):
+    from nres.interrupts import exit_code
+
+    # The instants are fractions (fixed seed) of an uninterrupted run, counted from nres's
+    # first line (its signal handlers installed; before it, the interpreter's own start-up
+    # is not nres's to handle): most land in the imports (JAX's included) and the
+    # compilation, the rest in training, evaluation and plotting.
+    proc, started = _start_nres(subprocess_env, ["train", *RUN, "--out", str(tmp_path / "whole")])
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    whole = time.perf_counter() - started
+    rng = np.random.default_rng(24)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    for trial in range(20):
+        fraction, signum = float(rng.uniform(0.0, 1.0)), stops[int(rng.integers(len(stops)))]
+        out = tmp_path / f"trial{trial}"
+        proc, started = _start_nres(subprocess_env, ["train", *RUN, "--out", str(out)])
+        time.sleep(max(0.0, started + fraction * whole - time.perf_counter()))
+        if proc.poll() is not None:  # this run was faster than the first: nothing to stop
+            assert proc.returncode == 0, proc.stderr.read()
+            continue
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=300)
+        what = f"trial {trial}: {signal.Signals(signum).name} at {fraction:.2f} of {whole:.2f} s; stderr: {err}"
+        assert proc.returncode == exit_code(signum), what
+        assert "Traceback" not in err and "Exception ignored" not in err, what
+        assert err.strip().splitlines()[-1].startswith("nres: "), what
+        if out.exists():  # a checkpoint, or a half-made run that starts over
+            assert main(["train", "--resume", str(out), "--no-progress"]) == 0, what
+        else:
+            assert main(["train", *RUN, "--out", str(out)]) == 0, what
+        assert_same_run(out, reference)
 
 
 @pytest.mark.slow
@@ -236,6 +301,65 @@ def _config_file(name: str, data: bytes):
     return apply
 
 
+def _checkpoint_counters(**changes):
+    """Rewrite checkpoint.npz's counters (a value None removes the counter)."""
+    def apply(run: pathlib.Path) -> None:
+        with np.load(run / rundir.CHECKPOINT) as data:
+            arrays = dict(data)
+        metadata = json.loads(str(arrays["metadata"]))
+        metadata["counters"].update(changes)
+        metadata["counters"] = {k: v for k, v in metadata["counters"].items() if v is not None}
+        arrays["metadata"] = np.asarray(json.dumps(metadata))
+        with open(run / rundir.CHECKPOINT, "wb") as handle:
+            np.savez(handle, **arrays)
+    return apply
+
+
+def _delete(name: str):
+    return lambda run: (run / name).unlink()
+
+
+def _foreign_rows(run: pathlib.Path) -> None:
+    """metrics.jsonl of another run: its updates count twice the env steps, ending at the same total."""
+    rows = rundir.read_metrics(run)
+    end = rows[-1]["total_env_steps"]
+    for row in rows:
+        row["total_env_steps"] = end - 2 * (end - row["total_env_steps"])
+    rundir.write_metrics(run, rows)
+
+
+def _other_final_theta(run: pathlib.Path) -> None:
+    with np.load(run / rundir.THETAS) as data:
+        arrays = dict(data)
+    arrays["theta"][-1] += 1.0
+    with open(run / rundir.THETAS, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+RESUME = ["train", "--resume", "RUN_DIR", "--no-progress"]
+# A resume trusts nothing it has not checked: each damaged file is refused, nothing changed.
+DAMAGED = [
+    ("checkpoint without counters.iteration", _checkpoint_counters(iteration=None), RESUME, 2,
+     "counter 'iteration' is missing"),
+    ("checkpoint at update 99999", _checkpoint_counters(iteration=99999), RESUME, 2,
+     "is at update 99999, past the run's 12 updates"),
+    ("checkpoint at update 99999, --iterations 100000", _checkpoint_counters(iteration=99999),
+     [*RESUME, "--iterations", "100000"], 2, "is at update 99999, past the run's 12 updates"),
+    ("checkpoint counter of the wrong type", _checkpoint_counters(total_env_steps="many"), RESUME, 2,
+     "counter 'total_env_steps' is 'many'"),
+    ("empty metrics.jsonl", _corrupt("metrics.jsonl", b""), RESUME, 2, "lacks the train rows of 12 of the 12"),
+    ("deleted metrics.jsonl", _delete("metrics.jsonl"), RESUME, 2, "lacks the train rows of 12 of the 12"),
+    ("metrics.jsonl of another run", _foreign_rows, RESUME, 2, "the files are not of one run"),
+    ("deleted thetas.npz", _delete("thetas.npz"), RESUME, 2, "lacks the theta of update 12"),
+    ("thetas.npz of another run", _other_final_theta, RESUME, 2, "differs from checkpoint.npz's"),
+    ("deleted checkpoint.npz with thetas", _delete("checkpoint.npz"), RESUME, 2,
+     "is missing, but thetas.npz holds updates up to 12"),
+    ("--iterations below the current update", None, [*RESUME, "--iterations", "5"], 2,
+     "--iterations 5 is below update 12"),
+    ("--resume ''", None, ["train", "--resume", ""], 2, "--resume needs a run directory"),
+]
+
+
 # (name, setup of the copied run directory RUN_DIR, argv with RUN_DIR/HERE placeholders, exit code, message)
 BAD_INPUTS = [
     ("non-UTF-8 config.json (eval)", _corrupt("config.json", b"\xff\xfe{}"), ["eval", "RUN_DIR"], 2, "not UTF-8"),
@@ -275,6 +399,14 @@ BAD_INPUTS = [
      "has no derivatives"),
     ("--out holding a run", None, ["train", *RUN, "--out", "RUN_DIR"], 2, "already holds a run"),
     ("--resume of a non-run", None, ["train", "--resume", "HERE/nothing"], 2, "is not a run directory"),
+    *DAMAGED,
+    # Sizes that cannot fit: refused up front, before any directory or allocation.
+    ("--num-particles 10**20", None, ["train", *TINY, "--num-particles", str(10**20 - 1), "--out", "HERE/new"], 2,
+     "--num-particles 99999999999999999999 needs at least"),
+    ("--num-test-starts 10**12", None, ["train", *TINY, "--num-test-starts", str(10**12), "--out", "HERE/new"], 2,
+     "--num-test-starts 1000000000000 needs at least"),
+    ("nres variance --num-samples 10**13", None, ["variance", "--num-samples", str(10**13), "--out", "HERE/var"], 2,
+     "--num-samples 10000000000000 needs at least"),
 ]
 
 

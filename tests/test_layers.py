@@ -12,13 +12,13 @@ ROOT = pathlib.Path(nres.__file__).parent
 # Lower number = lower layer. A module may import only from layers at or below its own.
 LAYERS = {
     0: ("nres.tree", "nres.interrupts", "nres.progress", "nres.plotting", "nres.tensorboard", "nres.config"),
-    1: ("nres.task", "nres.noise", "nres.checkpoint"),
+    1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes"),
     2: ("nres.particles",),
     3: ("nres.estimators", "nres.evaluation", "nres.step"),
     4: ("nres.tasks",),
     5: ("nres.build", "nres.counters", "nres.compilation_cache"),
     6: ("nres.engines",),
-    7: ("nres.training", "nres.loop", "nres.rundir", "nres.run_info"),
+    7: ("nres.training", "nres.loop", "nres.rundir", "nres.rundir_check", "nres.run_info"),
     8: ("nres.runlog",),
     9: ("nres.run",),
     10: ("nres.cli", "nres.experiments", "nres.diagnostics"),

@@ -148,6 +148,19 @@ def _check(args) -> None:
         raise ConfigError(f"--confidence must lie in (0, 1), got {args.confidence}")
 
 
+def _check_sizes(args, task, num_estimators: int) -> None:
+    """The samples every estimator keeps, and the particles of a chunk of them, fit in memory."""
+    from nres import sizes
+    from nres.task import theta_size
+
+    d = max(1, theta_size(task))
+    sizes.check_fits("--num-samples", args.num_samples, args.num_samples * d * sizes.FLOAT_BYTES * num_estimators,
+                     f"{num_estimators} estimator(s) x d = {d} float32 numbers per sample")
+    sizes.check_fits("--num-particles", args.num_particles,
+                     min(args.chunk_size, args.num_samples) * args.num_particles * 2 * d * sizes.FLOAT_BYTES,
+                     f"a chunk of samples x 2 particles x d = {d} float32 numbers")
+
+
 def parse_variance(argv: Sequence[str]):
     """``nres variance`` arguments as ``(args, config)``; raises ConfigError."""
     from nres.tasks import get_task_entry
@@ -200,6 +213,7 @@ def cmd_variance(argv: Sequence[str]) -> int:
     if args.equal_compute and horizon % unroll:
         raise ConfigError(f"--equal-compute needs W to divide T: W={unroll}, T={horizon}")
     thetas = _thetas(args, task, config.seed)
+    _check_sizes(args, task, len(estimators) + len(sweep))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,146 @@
+"""Checks that the files of a run directory agree, before a resume trusts (and rewrites) them.
+
+A resume continues from ``checkpoint.npz`` and truncates ``metrics.jsonl`` and
+``thetas.npz`` to its update, so a damaged or foreign file would silently replace good
+results: a checkpoint without counters restarts at update 1, one from the future skips
+updates, an emptied ``metrics.jsonl`` or one of another run loses or mixes rows. Every
+check here reads only; each disagreement is one :class:`nres.rundir.RunDirError` naming
+the file, so the command ends with exit 2 and nothing changed.
+
+Facts the checks rely on (see :mod:`nres.run`): the checkpoint's counters say how many
+updates were trained; every update up to it has a train row in ``metrics.jsonl``, whose
+``total_env_steps`` and ``sequential_steps`` grow by the estimator's fixed steps per
+update; the checkpoint is written only after the thetas up to its update, and only at a
+good update (whose theta is saved).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Optional
+
+import numpy as np
+
+from nres import rundir
+from nres.tree import PyTree
+
+# Counters every checkpoint's metadata holds (older ones may lack the non-finite counts).
+REQUIRED_COUNTERS = ("iteration", "total_env_steps", "sequential_steps")
+OPTIONAL_COUNTERS = ("wall_time_s", "consecutive_nonfinite", "nonfinite_windows")
+
+
+def checkpoint_counters(path: str | pathlib.Path) -> Optional[dict]:
+    """The counters in ``checkpoint.npz``'s metadata, checked; None without a checkpoint."""
+    file = pathlib.Path(path) / rundir.CHECKPOINT
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            metadata = json.loads(str(data["metadata"]))
+    except Exception as err:  # zip, key and JSON errors all mean an unreadable file
+        raise rundir.RunDirError(f"{str(file)!r} is unreadable: {err}") from None
+    counters = metadata.get("counters") if isinstance(metadata, dict) else None
+    if not isinstance(counters, dict):
+        raise rundir.RunDirError(f"{str(file)!r} has no counters in its metadata")
+    unknown = sorted(set(counters) - set(REQUIRED_COUNTERS) - set(OPTIONAL_COUNTERS))
+    if unknown:
+        raise rundir.RunDirError(f"{str(file)!r} has unknown counters: {', '.join(unknown)}")
+    for name in REQUIRED_COUNTERS + OPTIONAL_COUNTERS:
+        value = counters.get(name)
+        if value is None and name in OPTIONAL_COUNTERS:
+            continue
+        kind = (int, float) if name == "wall_time_s" else int
+        if isinstance(value, bool) or not isinstance(value, kind) or not value >= 0:
+            what = "is missing" if value is None else f"is {value!r}, not a non-negative number"
+            raise rundir.RunDirError(f"{str(file)!r}: counter {name!r} {what}")
+    return counters
+
+
+def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], iterations: Optional[int],
+                    steps_per_update: tuple[int, int], theta: Optional[PyTree] = None) -> Optional[dict]:
+    """Raise :class:`nres.rundir.RunDirError` unless the run in ``path`` can be resumed.
+
+    Args:
+      run_iterations: the run's ``iterations`` as ``config.json`` holds it (None: unknown).
+      iterations: the new ``--iterations``, or None.
+      steps_per_update: ``(env steps, sequential steps)`` the estimator counts per update.
+      theta: the checkpoint's theta (a pytree of arrays), compared bit for bit with the
+        saved theta of its update.
+
+    Returns the checkpoint's counters, or None for a half-made run (no checkpoint), which
+    starts over.
+    """
+    path = pathlib.Path(path)
+    counters = checkpoint_counters(path)
+    saved = _saved_iterations(path)
+    if counters is None:
+        if saved.size and saved.max() > 0:
+            raise rundir.RunDirError(
+                f"{str(path / rundir.CHECKPOINT)!r} is missing, but {rundir.THETAS} holds updates up to "
+                f"{int(saved.max())}: the run would start over; restore the checkpoint or use --overwrite")
+        return None
+    done = counters["iteration"]
+    checkpoint = str(path / rundir.CHECKPOINT)
+    if run_iterations is not None and done > run_iterations:
+        raise rundir.RunDirError(f"{checkpoint!r} is at update {done}, past the run's {run_iterations} updates "
+                                 f"({rundir.CONFIG})")
+    if iterations is not None and iterations < done:
+        raise rundir.RunDirError(f"--iterations {iterations} is below update {done}, which the run in "
+                                 f"{str(path)!r} has reached; give at least {done}")
+    _check_rows(path, counters, steps_per_update)
+    if done not in set(saved.tolist()):
+        raise rundir.RunDirError(f"{str(path / rundir.THETAS)!r} lacks the theta of update {done}, the "
+                                 f"checkpoint's (it holds {_span(saved)})")
+    if theta is not None:
+        _check_theta(path, done, theta)
+    return counters
+
+
+def _check_rows(path: pathlib.Path, counters: dict, steps_per_update: tuple[int, int]) -> None:
+    """Every update up to the checkpoint's has its train row, counted as the checkpoint counts."""
+    file = str(path / rundir.METRICS)
+    done, (env_steps, sequential_steps) = counters["iteration"], steps_per_update
+    rows = rundir.read_metrics(path)
+    train = {r["iteration"]: r for r in rows if not rundir.is_eval_row(r)}
+    missing = [i for i in range(1, done + 1) if i not in train]
+    if missing:
+        raise rundir.RunDirError(f"{file!r} lacks the train rows of {len(missing)} of the {done} updates that "
+                                 f"{rundir.CHECKPOINT} has trained (first: update {missing[0]})")
+    for i in range(1, done + 1):
+        want = {"total_env_steps": counters["total_env_steps"] - (done - i) * env_steps,
+                "sequential_steps": counters["sequential_steps"] - (done - i) * sequential_steps}
+        got = {k: train[i].get(k) for k in want}
+        if got != want:
+            raise rundir.RunDirError(f"{file!r} row of update {i} counts {got}, {rundir.CHECKPOINT} and this run's "
+                                     f"estimator give {want}: the files are not of one run")
+
+
+def _saved_iterations(path: pathlib.Path) -> np.ndarray:
+    file = path / rundir.THETAS
+    if not file.is_file():
+        return np.zeros((0,), np.int64)
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            iterations = np.asarray(data["iteration"])
+    except Exception as err:  # zip, key and format errors all mean an unreadable file
+        raise rundir.RunDirError(f"{str(file)!r} is unreadable: {err}") from None
+    if iterations.ndim != 1 or iterations.dtype.kind not in "iu":
+        raise rundir.RunDirError(f"{str(file)!r} has no list of iterations")
+    return iterations
+
+
+def _check_theta(path: pathlib.Path, done: int, theta: PyTree) -> None:
+    import jax
+
+    iterations, thetas = rundir.load_thetas(path, theta)
+    stored = thetas[int(np.flatnonzero(iterations == done)[-1])]
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+               zip(jax.tree_util.tree_leaves(stored), jax.tree_util.tree_leaves(theta)))
+    if not same:
+        raise rundir.RunDirError(f"{str(path / rundir.THETAS)!r} theta of update {done} differs from "
+                                 f"{rundir.CHECKPOINT}'s: the files are not of one run")
+
+
+def _span(iterations: np.ndarray) -> str:
+    return f"updates {int(iterations.min())}..{int(iterations.max())}" if iterations.size else "no theta"
