@@ -63,7 +63,7 @@ def batch_rate(spec, num_envs: int, steps: int, actions: np.ndarray, threads: in
     physics.step_rows(rows, actions[0])  # build the batch outside the timing
     start = time.perf_counter()
     for s in range(steps):
-        rows, _, _ = physics.step_rows(rows, actions[s])
+        rows, _, _, _ = physics.step_rows(rows, actions[s])
     return num_envs * steps / (time.perf_counter() - start)
 
 

@@ -64,10 +64,11 @@ class Steps(NamedTuple):
 
 
 def tally(counters: Counters, infos: UpdateInfo, thetas: PyTree, count: int, elapsed: float,
-          env_steps_per_update: int, sequential_steps_per_update: int) -> Steps:
+          sequential_steps_per_update: int) -> Steps:
     """The :class:`Steps` of ``count`` updates after ``counters``, from host buffers
     ``infos`` and ``thetas`` (leading axis >= ``count``) that took ``elapsed`` seconds,
-    spread evenly over the updates."""
+    spread evenly over the updates. Environment steps are those each window really took
+    (``infos.env_steps``)."""
     info = UpdateInfo(*(np.asarray(field[:count]) for field in infos))
     bad = ~info.applied
     # consecutive non-finite windows: the run before this chunk, reset by every applied update
@@ -77,7 +78,7 @@ def tally(counters: Counters, infos: UpdateInfo, thetas: PyTree, count: int, ela
     steps_done = np.arange(1, count + 1)
     iteration = counters.iteration + steps_done
     wall_time_s = counters.wall_time_s + elapsed * steps_done / count
-    total_env_steps = counters.total_env_steps + env_steps_per_update * steps_done
+    total_env_steps = counters.total_env_steps + np.cumsum(info.env_steps, dtype=np.int64)
     sequential_steps = counters.sequential_steps + sequential_steps_per_update * steps_done
     after = Counters(int(iteration[-1]), int(total_env_steps[-1]), int(sequential_steps[-1]),
                      float(wall_time_s[-1]), int(streak[-1]), counters.nonfinite_windows + int(np.sum(bad)))

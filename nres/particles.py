@@ -10,6 +10,14 @@ Shapes: ``N`` = ``num_particles`` antithetic pairs. Inner states carry leading a
 ``[2, N]`` (index 0 runs under ``theta + eps``, index 1 under ``theta - eps``);
 positions ``tau`` and episode keys carry ``[N]``.
 
+Early termination (a task with ``done``, :mod:`nres.task`): a trajectory whose state is
+done is absorbed: it is no longer stepped (its state stays as it is) and its losses
+are zero, while the other member of its pair goes on. A pair's episode ends -- the
+reset rule, exactly as at ``T`` -- when both members are done (single-trajectory
+particles: as soon as the one is). Window-aligned estimators apply the rule at the
+window's end, so a pair whose episode ended early idles for the rest of the window;
+those idle steps are not steps taken (:func:`live_members`).
+
 Every random quantity of an episode is derived from its episode key, so a pair's two
 members share keys and data, and replaying an episode reproduces it exactly:
 noise block ``b`` uses ``noise_key(k, b) = fold_in(k, 8 + b)``, step ``t`` uses
@@ -149,6 +157,14 @@ def burn_in(estimate, state, theta: PyTree, hold: jax.Array, unroll_length: int)
     return jax.lax.fori_loop(0, jnp.max(hold), body, state)
 
 
+def live_members(task: Task, inner: PyTree) -> Optional[jax.Array]:
+    """Which trajectories of ``inner`` ``[members, N, ...]`` have not ended early: bool
+    ``[members, N]``; ``None`` for a task that never ends early (every step is taken)."""
+    if task.done is None:
+        return None
+    return ~jax.vmap(jax.vmap(task.done))(inner)
+
+
 def step_inputs(task: Task, particles: Particles) -> tuple[jax.Array, Batch]:
     """Step keys ``[N, 2]`` and data batches ``[N, ...]`` of every particle's current step."""
     tau, keys = particles.tau, particles.episode_key
@@ -176,13 +192,15 @@ def window_batches(task: Task, particles: Particles, length: int) -> Optional[Ba
     return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), batches)
 
 
-def step_pairs(task: Task, thetas: PyTree, particles: Particles, batches: Optional[Batch] = None
-               ) -> tuple[PyTree, jax.Array]:
+def step_pairs(task: Task, thetas: PyTree, particles: Particles, batches: Optional[Batch] = None,
+               live: Optional[jax.Array] = None) -> tuple[PyTree, jax.Array]:
     """Advance every member one step; returns new inner states and losses ``[2, N]``.
 
     ``thetas`` has leaves ``[2, N, ...]`` (see :func:`nres.noise.antithetic`). Both
     members of a pair receive the same step key, data batch and position. ``batches``
     ``[N, ...]`` (from :func:`window_batches`) replaces drawing this step's data.
+    With early termination, members that are done (``live`` ``[2, N]`` False, from
+    :func:`live_members` when not given) keep their state and report a zero loss.
     """
     if batches is None:
         skeys, batches = step_inputs(task, particles)
@@ -195,7 +213,11 @@ def step_pairs(task: Task, thetas: PyTree, particles: Particles, batches: Option
 
     over_particles = jax.vmap(one)
     over_pair = jax.vmap(over_particles, in_axes=(0, 0, None, None, None))
-    return over_pair(thetas, particles.inner, particles.tau, skeys, batches)
+    inner, losses = over_pair(thetas, particles.inner, particles.tau, skeys, batches)
+    if task.done is None:
+        return inner, losses
+    live = live_members(task, particles.inner) if live is None else live
+    return tree_where(live, inner, particles.inner), jnp.where(live, losses, 0.0)
 
 
 def advance(
@@ -205,12 +227,14 @@ def advance(
     losses: jax.Array,
     steps: int = 1,
     selective: bool = False,
+    lead_member: bool = False,
 ) -> tuple[Particles, jax.Array]:
     """The particle-reset rule. Returns the advanced particles and ``done`` ``[N]``.
 
-    A pair whose step reached the horizon (``tau + steps == T``) or produced a non-finite
-    loss in either member starts a new episode: fresh key, fresh initial state,
-    ``tau = 0``. ``steps`` > 1 advances a whole window at once (``new_inner`` is the state after
+    A pair whose step reached the horizon (``tau + steps == T``), produced a non-finite
+    loss in either member, or whose members have all ended early (the task's ``done``;
+    with ``lead_member``, member 0 alone decides: TES, whose next window restarts from
+    it) starts a new episode: fresh key, fresh initial state, ``tau = 0``. ``steps`` > 1 advances a whole window at once (``new_inner`` is the state after
     it, ``losses`` any per-window aggregate that turns non-finite with any step).
     ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
     single-trajectory particles).
@@ -221,6 +245,9 @@ def advance(
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + steps >= task.horizon) | ~finite
+    if task.done is not None:
+        ended = ~live_members(task, new_inner)
+        done = done | (ended[0] if lead_member else jnp.all(ended, axis=0))
     tau = particles.tau + steps
 
     def fresh_episode(key):  # one pair: [members, ...] and [2]
@@ -239,14 +266,19 @@ def replay_episode(task: Task, theta_at, key: jax.Array) -> jax.Array:
     under ``theta_at(t)``.
 
     Uses the same key derivation as the particles, so it replays what a particle with
-    that episode key sees; differentiable when the task is.
+    that episode key sees; differentiable when the task is. After an early end (the
+    task's ``done``) the losses are zero.
     """
 
     def body(state, t):
         theta = theta_at(t)
         batch = task.batch(batch_key(key, t), t)
-        state = task.step(theta, state, t, step_key(key, t), batch)
-        return state, task.loss(theta, state, t, batch)
+        new = task.step(theta, state, t, step_key(key, t), batch)
+        loss = task.loss(theta, new, t, batch)
+        if task.done is None:
+            return new, loss
+        live = ~task.done(state)
+        return tree_where(live, new, state), jnp.where(live, loss, 0.0)
 
     state = task.init_state(jax.random.fold_in(key, _INIT))
     return jax.lax.scan(body, state, jnp.arange(task.horizon))[1]

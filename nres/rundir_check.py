@@ -9,8 +9,8 @@ the file, so the command ends with exit 2 and nothing changed.
 
 Facts the checks rely on (see :mod:`nres.run`): the checkpoint's counters say how many
 updates were trained; every update up to it has a train row in ``metrics.jsonl``, whose
-``total_env_steps`` and ``sequential_steps`` grow by the estimator's fixed steps per
-update; the checkpoint is written only after the thetas up to its update, and only at a
+``sequential_steps`` grow by the estimator's fixed steps per update and whose
+``total_env_steps`` never shrink; the checkpoint is written only after the thetas up to its update, and only at a
 good update (whose theta is saved).
 """
 
@@ -58,13 +58,13 @@ def checkpoint_counters(path: str | pathlib.Path) -> Optional[dict]:
 
 
 def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], iterations: Optional[int],
-                    steps_per_update: tuple[int, int], theta: Optional[PyTree] = None) -> Optional[dict]:
+                    sequential_steps_per_update: int, theta: Optional[PyTree] = None) -> Optional[dict]:
     """Raise :class:`nres.rundir.RunDirError` unless the run in ``path`` can be resumed.
 
     Args:
       run_iterations: the run's ``iterations`` as ``config.json`` holds it (None: unknown).
       iterations: the new ``--iterations``, or None.
-      steps_per_update: ``(env steps, sequential steps)`` the estimator counts per update.
+      sequential_steps_per_update: the sequential steps the estimator counts per update.
       theta: the checkpoint's theta (a pytree of arrays), compared bit for bit with the
         saved theta of its update.
 
@@ -88,7 +88,7 @@ def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], ite
     if iterations is not None and iterations < done:
         raise rundir.RunDirError(f"--iterations {iterations} is below update {done}, which the run in "
                                  f"{str(path)!r} has reached; give at least {done}")
-    _check_rows(path, counters, steps_per_update)
+    _check_rows(path, counters, sequential_steps_per_update)
     if done not in set(saved.tolist()):
         raise rundir.RunDirError(f"{str(path / rundir.THETAS)!r} lacks the theta of update {done}, the "
                                  f"checkpoint's (it holds {_span(saved)})")
@@ -97,23 +97,31 @@ def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], ite
     return counters
 
 
-def _check_rows(path: pathlib.Path, counters: dict, steps_per_update: tuple[int, int]) -> None:
-    """Every update up to the checkpoint's has its train row, counted as the checkpoint counts."""
+def _check_rows(path: pathlib.Path, counters: dict, sequential_steps: int) -> None:
+    """Every update up to the checkpoint's has its train row, counted as the checkpoint
+    counts: sequential steps grow by the estimator's fixed steps per update; environment
+    steps (fewer where episodes end early) never shrink and reach the checkpoint's."""
     file = str(path / rundir.METRICS)
-    done, (env_steps, sequential_steps) = counters["iteration"], steps_per_update
+    done = counters["iteration"]
     rows = rundir.read_metrics(path)
     train = {r["iteration"]: r for r in rows if not rundir.is_eval_row(r)}
     missing = [i for i in range(1, done + 1) if i not in train]
     if missing:
         raise rundir.RunDirError(f"{file!r} lacks the train rows of {len(missing)} of the {done} updates that "
                                  f"{rundir.CHECKPOINT} has trained (first: update {missing[0]})")
+    previous = None
     for i in range(1, done + 1):
-        want = {"total_env_steps": counters["total_env_steps"] - (done - i) * env_steps,
-                "sequential_steps": counters["sequential_steps"] - (done - i) * sequential_steps}
-        got = {k: train[i].get(k) for k in want}
-        if got != want:
-            raise rundir.RunDirError(f"{file!r} row of update {i} counts {got}, {rundir.CHECKPOINT} and this run's "
-                                     f"estimator give {want}: the files are not of one run")
+        got = {k: train[i].get(k) for k in ("total_env_steps", "sequential_steps")}
+        want_sequential = counters["sequential_steps"] - (done - i) * sequential_steps
+        env = got["total_env_steps"]
+        bad_env = (not isinstance(env, int) or (previous is not None and env < previous)
+                   or env > counters["total_env_steps"] or (i == done and env != counters["total_env_steps"]))
+        if got["sequential_steps"] != want_sequential or bad_env:
+            raise rundir.RunDirError(
+                f"{file!r} row of update {i} counts {got}, which {rundir.CHECKPOINT} (sequential steps "
+                f"{counters['sequential_steps']}, env steps {counters['total_env_steps']} at update {done}) and "
+                f"this run's estimator do not give: the files are not of one run")
+        previous = env
 
 
 def _saved_iterations(path: pathlib.Path) -> np.ndarray:

@@ -45,13 +45,16 @@ class Learner(NamedTuple):
 
 class UpdateInfo(NamedTuple):
     """Per update: ``train_loss`` (float32), ``grad_norm`` (float32, global L2 norm),
-    ``applied`` (bool: the guard let the update through) and ``num_nonfinite`` (int32:
-    pairs whose loss was non-finite in the window)."""
+    ``applied`` (bool: the guard let the update through), ``num_nonfinite`` (int32:
+    pairs whose loss was non-finite in the window) and ``env_steps`` (int32: environment
+    steps the window really took, fewer than ``env_steps_per_update`` when episodes end
+    early)."""
 
     train_loss: jax.Array
     grad_norm: jax.Array
     applied: jax.Array
     num_nonfinite: jax.Array
+    env_steps: jax.Array
 
 
 class Step(NamedTuple):
@@ -79,7 +82,7 @@ def guarded_apply(optimizer: optax.GradientTransformation) -> Callable:
                    & jnp.isfinite(grad_norm) & tree_all_finite(new_theta) & tree_all_finite(new_opt_state))
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
         return (keep(new_theta, theta), keep(new_opt_state, opt_state),
-                UpdateInfo(info.train_loss, grad_norm, applied, info.num_nonfinite))
+                UpdateInfo(info.train_loss, grad_norm, applied, info.num_nonfinite, info.env_steps))
 
     return apply
 
@@ -114,7 +117,7 @@ def make_step(task: Task, estimator, optimizer: optax.GradientTransformation, ma
               ) -> tuple[Learner, UpdateInfo, PyTree]:
         theta_buffer = jax.tree_util.tree_map(lambda x: jnp.zeros((max_chunk,) + x.shape, x.dtype), learner.theta)
         info_buffer = UpdateInfo(*(jnp.zeros((max_chunk,), dtype) for dtype in
-                                   (jnp.float32, jnp.float32, bool, jnp.int32)))
+                                   (jnp.float32, jnp.float32, bool, jnp.int32, jnp.int32)))
 
         def body(i, carry):
             learner, infos, thetas = carry

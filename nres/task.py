@@ -8,6 +8,12 @@ A task describes one episode ``s_0 -> s_1 -> ... -> s_T`` of SPEC section 1:
 * ``loss(theta, state, t, batch) -> L_{t+1}``: the per-step loss of the state that
   step ``t`` produced (a float scalar).
 * ``horizon``: the episode length ``T``; after ``T`` steps the library re-initialises.
+* ``done(state) -> bool`` (optional; default: never): early termination. True when the
+  trajectory that reached ``state`` has ended (a robot fell): the loss of the step that
+  reached it still counts; from then on the trajectory is not stepped and its losses
+  are zero, and the episode ends as at ``T`` once both members of an antithetic pair
+  are done (:mod:`nres.particles`). An episode's initial state must not be done. A task
+  that needs ``t`` or a step count to decide keeps it in its state.
 * ``sample_batch(key, t) -> batch`` (optional): the data of step ``t``. The library
   draws it once per antithetic pair, so ``theta + eps`` and ``theta - eps`` see the
   same data, and passes it to both ``step`` and ``loss``.
@@ -51,6 +57,7 @@ class Task(NamedTuple):
     evaluate: Optional[Callable[[PyTree, jax.Array], Mapping[str, jax.Array]]] = None
     name: str = "task"
     window_batches: Optional[Callable[[jax.Array, jax.Array, int], Batch]] = None
+    done: Optional[Callable[[PyTree], jax.Array]] = None
 
     def batch(self, key: jax.Array, t: jax.Array) -> Batch:
         """The data batch of step ``t`` (``None`` for data-free tasks)."""
@@ -70,6 +77,8 @@ def validate_task(task: Task) -> Task:
     for field in ("init_theta", "init_state", "step", "loss"):
         if not callable(getattr(task, field)):
             raise TypeError(f"task field {field!r} must be callable")
+    if task.done is not None and not callable(task.done):
+        raise TypeError("task field 'done' must be callable or None")
     if task.window_batches is not None and task.sample_batch is None:
         raise TypeError("task field 'window_batches' needs 'sample_batch' (the per-step form of the same data)")
     check_shapes(task)
@@ -132,6 +141,11 @@ def check_shapes(task: Task) -> None:
     if (len(leaves) != 1 or leaves[0].shape != () or not jnp.issubdtype(leaves[0].dtype, jnp.floating)
             or not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(loss))):
         raise TaskShapeError(f"{name}: loss returned {_describe(loss)}; it must return a float scalar (shape ())")
+    if task.done is not None:
+        done = trace("done", state)
+        leaves = jax.tree_util.tree_leaves(done)
+        if len(leaves) != 1 or leaves[0].shape != () or leaves[0].dtype != jnp.bool_:
+            raise TaskShapeError(f"{name}: done returned {_describe(done)}; it must return a bool scalar (shape ())")
     try:
         _CHECKED.add(task)
     except TypeError:

@@ -115,8 +115,7 @@ class Trainer:
         """
         infos, thetas = jax.device_get((chunk.infos, chunk.thetas))
         elapsed = self.clock() - max(chunk.started, since or 0.0)
-        steps = tally(counters, infos, thetas, chunk.count, elapsed, self.estimator.env_steps_per_update,
-                      self.estimator.sequential_steps_per_update)
+        steps = tally(counters, infos, thetas, chunk.count, elapsed, self.estimator.sequential_steps_per_update)
         return chunk.learner, steps
 
     def agree(self, count: int, signum):

@@ -51,10 +51,42 @@ def test_batched_steps_equal_gymnasium_steps_exactly(env_id):
     for _ in range(25):
         action = rng.uniform(-1.5, 1.5, spec.action_dim)  # beyond ctrlrange: MuJoCo clamps, cost does not
         obs, reward, *_ = env.step(action)
-        rows, batch_obs, batch_reward = physics.step_rows(rows, np.stack([action, action]))
+        rows, batch_obs, batch_reward, _ = physics.step_rows(rows, np.stack([action, action]))
         assert np.array_equal(batch_obs[0], obs) and np.array_equal(batch_obs[1], obs)
         assert batch_reward[0] == reward and batch_reward[1] == reward
     env.close()
+
+
+@pytest.mark.parametrize("env_id", ["Swimmer-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5",
+                                    "InvertedPendulum-v5"])
+def test_steps_side_by_side_with_gymnasium_make(env_id):
+    """300 steps side by side with ``gymnasium.make(env_id)`` (float64, CPU MuJoCo) from the
+    same state and actions: observations, rewards and ``terminated`` are equal bit for bit;
+    at each termination both restart from gymnasium's next reset state."""
+    spec = load_env(env_id)
+    physics = CpuPhysics(spec, num_threads=1)
+    env = quiet_make(env_id)
+    raw = env.unwrapped
+    rng = np.random.default_rng(1)
+
+    def copy_state():
+        row = np.empty(physics.nstate)
+        mujoco.mj_getState(raw.model, raw.data, row, STATE_SPEC)
+        return row[None]
+
+    env.reset(seed=5)
+    rows, ends = copy_state(), 0
+    for _ in range(300):
+        action = rng.uniform(-1.5, 1.5, spec.action_dim)
+        obs, reward, terminated, _, _ = env.step(action)
+        rows, ours, our_reward, our_end = physics.step_rows(rows, action[None])
+        assert np.array_equal(ours[0], obs) and our_reward[0] == reward and bool(our_end[0]) == terminated
+        if terminated:
+            ends += 1
+            env.reset(seed=int(rng.integers(1 << 30)))
+            rows = copy_state()
+    env.close()
+    assert (ends > 0) == spec.can_terminate, f"{env_id}: {ends} terminations in 300 random steps"
 
 
 def test_pair_members_start_identical_and_stay_identical_under_equal_actions(task):
@@ -84,7 +116,7 @@ def test_a_copied_mid_episode_state_replays_identically(task, physics):
     copied = np.stack([rows[0, 0], rows[0, 0]])
     actions = np.tile(np.array([[0.7, -0.2]]), (2, 1))
     for _ in range(5):
-        copied, obs, reward = physics.step_rows(copied, actions)
+        copied, obs, reward, _ = physics.step_rows(copied, actions)
         assert np.array_equal(copied[0], copied[1]) and np.array_equal(obs[0], obs[1])
 
 

@@ -23,7 +23,7 @@ def test_mjx_and_cpu_trajectories_agree_for_the_same_actions():
         state, obs0 = physics.reset(qpos, qvel)
 
         def body(state, action):
-            state, obs, reward = physics.step(state, action)
+            state, obs, reward, _ = physics.step(state, action)
             return state, (obs, reward)
 
         _, (obs, rewards) = jax.lax.scan(body, state, actions)

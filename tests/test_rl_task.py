@@ -128,3 +128,24 @@ def test_short_nres_run_on_mjx_swimmer_beats_the_zero_policy():
     assert all(bool(info.applied) for _, info, _ in steps)
     trained_return = trainer.evaluate(learner.theta)["test_return"]
     assert trained_return > zero_return + 30.0, (zero_return, trained_return)
+
+
+def test_hopper_episodes_end_early_and_count_only_steps_taken():
+    """Hopper falls under a poor policy: pairs start new episodes before T, and a window
+    counts fewer steps than 2 N W (the idle steps after a fall are not taken)."""
+    import nres
+    from nres.tasks.rl import RLConfig, make_rl_task
+
+    task = make_rl_task(RLConfig(env="Hopper-v5", horizon=40, num_eval_episodes=2, num_threads=1))
+    assert task.done is not None
+    est = nres.nres(task, num_particles=4, unroll_length=10, sigma=0.5)
+    theta = jax.tree_util.tree_map(lambda x: x + 0.5, task.init_theta(jax.random.PRNGKey(0)))
+    state, _ = est.start(jax.random.PRNGKey(1), theta)
+    estimate = jax.jit(est.estimate)
+    early, short = 0, 0
+    for _ in range(4):
+        tau = np.asarray(state.particles.tau)
+        _, state, info = estimate(state, theta)
+        early += int(np.sum((np.asarray(state.particles.tau) == 0) & (tau + 10 < 40)))
+        short += int(info.env_steps) < est.env_steps_per_update
+    assert early > 0 and short > 0, (early, short)

@@ -60,7 +60,7 @@ def test_a_chunk_written_as_columns_equals_the_same_rows_written_one_by_one(tmp_
     n = 300  # iterations cross 128 and 16384, where the step's varint grows to two and three bytes
     rng = np.random.default_rng(0)
     info = UpdateInfo(rng.random(n).astype(np.float32) * 1e3, rng.random(n).astype(np.float32),
-                      np.ones(n, bool), np.zeros(n, np.int32))
+                      np.ones(n, bool), np.zeros(n, np.int32), np.full(n, 800, np.int32))
     iterations = np.concatenate([np.arange(1, 151), np.arange(16300, 16450)])
     steps = Steps(iterations, np.cumsum(rng.random(n)) / 7, 800 * np.arange(1, n + 1),
                   100 * np.arange(1, n + 1), np.zeros(n, np.int64), info, {}, Counters())

@@ -117,4 +117,4 @@ def test_store_noise_off_needs_aligned_windows(linear_task):
 
 
 def test_scalar_bytes_are_linear_in_pairs():
-    assert scalar_bytes(1) == 25 and scalar_bytes(1000) == 25_000
+    assert scalar_bytes(1) == 29 and scalar_bytes(1000) == 29_000

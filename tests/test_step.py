@@ -25,7 +25,7 @@ def test_guard_applies_only_finite_updates_outside_the_burn_in(case, applied):
     apply = jax.jit(guarded_apply(optimizer))
     theta = jnp.array([1.0, 2.0])
     grad = {"nan gradient": jnp.array([jnp.nan, 0.0]), "overflow": jnp.array([-3e38, 0.0])}.get(case, jnp.array([0.5, -1.0]))
-    info = WindowInfo(jnp.float32(1.0), jnp.int32(case == "nonfinite pairs"))
+    info = WindowInfo(jnp.float32(1.0), jnp.int32(case == "nonfinite pairs"), jnp.int32(8))
     theta = jnp.array([3e38, 2.0]) if case == "overflow" else theta
     new_theta, _, update = apply(theta, optimizer.init(theta), grad, info, case == "burn-in")
     assert bool(update.applied) is applied

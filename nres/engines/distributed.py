@@ -4,7 +4,7 @@ Every process runs the same program (multi-controller JAX). The estimator state 
 sharded along the particle axis over the global device mesh; ``theta`` and the
 optimiser state are replicated. Each update runs the window of every device's own
 pairs (``shard_map`` of :meth:`OnlineES.window`, so host callbacks such as CPU MuJoCo
-see only local pairs), then gathers the per-pair scalars (25 bytes per pair: the only
+see only local pairs), then gathers the per-pair scalars (29 bytes per pair: the only
 data that crosses devices and processes) and rebuilds the gradient from the episode
 keys on every device (:meth:`OnlineES.gradient`), so the optax step needs no further
 communication. A whole chunk of updates stays one compiled call; the burn-in is one

@@ -3,7 +3,7 @@
 Every window the driver puts ``theta`` in Ray's object store once; each actor runs the
 window of its pairs (:meth:`nres.estimators.OnlineES.window`, one compiled call, CPU
 MuJoCo included) and returns their :class:`~nres.estimators.scalars.WindowScalars`
-(25 bytes per pair). The driver concatenates them in pair order, rebuilds the gradient
+(29 bytes per pair). The driver concatenates them in pair order, rebuilds the gradient
 from the episode keys (:meth:`OnlineES.gradient`) and applies the optax step with the
 same non-finite guard as the local engine. Logging, checkpoints and resume are the
 local run directory's.

@@ -19,6 +19,10 @@ and returns ``(grad, state, WindowInfo)`` from ``estimate``.
   makes it unbiased for ``grad L`` for every ``K`` (it is the ``sigma -> 0`` limit of
   GPES_K with ``eps = sigma v``; on a quadratic task the two are identical).
 
+Early termination (a task with ``done``): a trajectory that ends early starts a new
+episode right after that step (the reset rule of :func:`nres.particles.advance`), so
+no step idles and every window takes ``N W`` steps.
+
 ``sigma`` plays no role in any of them. Step counts (SPEC section 4) are honest for one
 trajectory per particle: ``N W`` env steps per update (``N T`` for BPTT) and
 ``sum_i tau_i`` for the burn-in; forward-mode steps count once (the tangent rides along).
@@ -126,7 +130,8 @@ class _SingleTrajectory(Unrolled):
         return state, total, losses, bad
 
     def _info(self, losses: jax.Array, bad: jax.Array) -> WindowInfo:
-        return WindowInfo(train_loss=jnp.mean(losses), num_nonfinite=jnp.sum(bad))
+        env_steps = jnp.asarray(self.env_steps_per_update, jnp.int32)  # early ends reset at once: no idle step
+        return WindowInfo(train_loss=jnp.mean(losses), num_nonfinite=jnp.sum(bad), env_steps=env_steps)
 
     def _plain_step(self, particles: Particles, theta: PyTree):
         """Step every trajectory under ``theta`` and apply the reset rule."""

@@ -17,10 +17,14 @@ class WindowInfo(NamedTuple):
     ``train_loss``: mean per-step loss over the window's particles and steps.
     ``num_nonfinite``: particles whose loss turned non-finite in this window; when it is
     positive the gradient must not be applied (the training loop skips the update).
+    ``env_steps``: int32, environment steps really taken in the window: the estimator's
+    ``env_steps_per_update`` unless trajectories ended early (the task's ``done``; the
+    steps a finished trajectory idles to the window's end are not counted).
     """
 
     train_loss: jax.Array
     num_nonfinite: jax.Array
+    env_steps: Optional[jax.Array] = None
 
 
 @runtime_checkable

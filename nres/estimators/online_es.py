@@ -22,6 +22,17 @@ two functions run on one host, across processes and across Ray workers. With
 ``store_noise=False`` the state keeps no per-pair noise at all (``O(1)`` instead of
 ``O(d)`` memory per pair) and both functions regenerate it from the episode keys.
 
+Early termination (a task with ``done``, :mod:`nres.particles`): a member that ends
+early is absorbed (no more steps, zero losses) and the pair's episode ends, with the
+reset rule above, once both members have ended -- at the window's end for
+window-aligned windows (TES: once member 0 has, the member every window restarts
+from). Each member's loss is then a function of its own ``theta +/- eps`` alone, so the
+estimates stay unbiased: for the gradient of ``J / C``, where ``J`` is the expected
+sum of an episode's losses and ``C`` the mean number of steps a pair spends per episode
+(``T`` without early ends, where this is the SPEC's mean per-step loss; with early
+ends, idle steps to the window's end included). :attr:`WindowInfo.env_steps` counts
+only the steps really taken.
+
 Symbols: ``N`` = ``num_particles``, ``W`` = ``unroll_length``, ``K`` =
 ``noise_period``, ``T`` = ``task.horizon``, ``sigma`` = ``sigma``, ``d`` = size of theta.
 """
@@ -42,6 +53,7 @@ from nres.particles import (
     Particles,
     advance,
     init_particles,
+    live_members,
     noise_key,
     step_pairs,
     window_batches,
@@ -238,21 +250,26 @@ class OnlineES(Unrolled):
         """The window with the noise and reset rules applied before and after every step."""
 
         def body(carry, s):
-            state, grad, loss_sum, diff_sum, bad = carry
-            state, contribution, losses, nonfinite = self._step(state, theta, s, burn_in)
+            state, grad, loss_sum, diff_sum, bad, steps = carry
+            live = live_members(self.task, state.particles.inner)
+            state, contribution, losses, nonfinite = self._step(state, theta, s, burn_in, live)
             carry = (
                 state,
                 tree_add(grad, contribution),
                 loss_sum + jnp.sum(losses),
                 diff_sum + (losses[0] - losses[1]),
                 bad | nonfinite,
+                None if live is None else steps + jnp.sum(live, dtype=jnp.int32),
             )
             return carry, None
 
         zeros = jnp.zeros(self.num_particles, jnp.float32)
-        init = (state, tree_zeros_like(theta), jnp.zeros((), jnp.float32), zeros, zeros > 0)
-        (state, grad_sum, loss_sum, diff_sum, bad), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
-        return self._finish(grad_sum, state, loss_sum, diff_sum, bad)
+        steps = None if self.task.done is None else jnp.zeros((), jnp.int32)
+        init = (state, tree_zeros_like(theta), jnp.zeros((), jnp.float32), zeros, zeros > 0, steps)
+        (state, grad_sum, loss_sum, diff_sum, bad, steps), _ = jax.lax.scan(body, init, jnp.arange(self.unroll_length))
+        grad, info = finish(grad_sum, diff_sum, loss_sum, bad, self.sigma, self.unroll_length, self.loss_normalize,
+                            steps)
+        return grad, state, info
 
     def _window(self, state: OnlineESState, theta: PyTree, burn_in=False):
         """The window when :attr:`window_aligned`: noise and reset rules applied once.
@@ -280,14 +297,17 @@ class OnlineES(Unrolled):
         num_pairs = particles.tau.shape[0]
 
         def body(carry, inputs):
-            inner, member_losses = carry
+            inner, member_losses, steps = carry
             s, batch = inputs
             at = particles._replace(inner=inner, tau=particles.tau + s)
-            inner, losses = step_pairs(self.task, thetas, at, batch)
-            return (inner, member_losses + losses), None
+            live = live_members(self.task, inner)
+            inner, losses = step_pairs(self.task, thetas, at, batch, live)
+            steps = None if live is None else steps + jnp.sum(live, axis=0, dtype=jnp.int32)
+            return (inner, member_losses + losses, steps), None
 
-        init = (particles.inner, jnp.zeros((2, num_pairs), jnp.float32))
-        (inner, member_losses), _ = jax.lax.scan(body, init, (jnp.arange(self.unroll_length), batches))
+        steps = None if self.task.done is None else jnp.zeros((num_pairs,), jnp.int32)
+        init = (particles.inner, jnp.zeros((2, num_pairs), jnp.float32), steps)
+        (inner, member_losses, steps), _ = jax.lax.scan(body, init, (jnp.arange(self.unroll_length), batches))
         scalars = WindowScalars(
             diff=member_losses[0] - member_losses[1],
             loss=member_losses[0] + member_losses[1],
@@ -295,19 +315,16 @@ class OnlineES(Unrolled):
             episode_key=particles.episode_key,
             first_block=block if self.reuses_noise else jnp.zeros_like(block),
             last_block=block,
+            steps=jnp.full((num_pairs,), 2 * self.unroll_length, jnp.int32) if steps is None else steps,
         )
         particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length,
-                                  selective=self.step_unlocked)
+                                  selective=self.step_unlocked, lead_member=self.noise_period is None)
         if not self.store_noise:
             return scalars, OnlineESState(particles, None, None), None
         weights = eps if xi is None else xi
         if self.noise_period is not None:  # episode end: xi = eps_cur = 0
             eps, xi = clear_noise(done, eps, xi)
         return scalars, OnlineESState(particles, eps, xi), weights
-
-    def _finish(self, grad_sum, state, loss_sum, diff_sum, bad):
-        grad, info = finish(grad_sum, diff_sum, loss_sum, bad, self.sigma, self.unroll_length, self.loss_normalize)
-        return grad, state, info
 
     def _noise_schedule(self, tau: jax.Array, window_start, burn_in: bool = False) -> tuple[jax.Array, jax.Array]:
         """Which pairs draw fresh noise before this step (``[N]`` bool) and its block index.
@@ -330,8 +347,9 @@ class OnlineES(Unrolled):
             return 1.0
         return self.unroll_length / min(self.noise_period, self.task.horizon)
 
-    def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, burn_in=False):
-        """One step of every pair. ``s`` is the step index within the window.
+    def _step(self, state: OnlineESState, theta: PyTree, s: jax.Array, burn_in=False, live=None):
+        """One step of every pair. ``s`` is the step index within the window; ``live``
+        ``[2, N]`` the members not yet ended early (None: the task never ends early).
 
         Returns the new state, this step's gradient contribution
         ``sum_i (L_i^+ - L_i^-) xi_i`` (before normalisation), the losses ``[2, N]``
@@ -340,7 +358,7 @@ class OnlineES(Unrolled):
         particles = state.particles
         draw, block = self._noise_schedule(particles.tau, window_start=s == 0, burn_in=burn_in)
         eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma)
-        new_inner, losses = step_pairs(self.task, antithetic(theta, eps), particles)
+        new_inner, losses = step_pairs(self.task, antithetic(theta, eps), particles, live=live)
         contribution = tree_weighted_sum(losses[0] - losses[1], eps if xi is None else xi)
         particles, done = advance(self.task, particles, new_inner, losses)
         if self.noise_period is not None:  # episode end: xi = eps_cur = 0

@@ -41,6 +41,8 @@ class WindowScalars(NamedTuple):
     ``episode_key``: uint32 ``[N, 2]``, the pair's episode key at the window start.
     ``first_block``, ``last_block``: int32 ``[N]``, ``xi = sum`` of noise blocks
     ``first .. last`` (inclusive) of that episode.
+    ``steps``: int32 ``[N]``, member steps the pair really took in the window (``2 W``
+    unless a member's episode ended early).
     """
 
     diff: jax.Array
@@ -49,11 +51,12 @@ class WindowScalars(NamedTuple):
     episode_key: jax.Array
     first_block: jax.Array
     last_block: jax.Array
+    steps: jax.Array
 
 
 def scalar_bytes(num_pairs: int) -> int:
-    """Bytes of one window's :class:`WindowScalars` for ``num_pairs`` pairs (25 per pair)."""
-    return num_pairs * (4 + 4 + 1 + 8 + 4 + 4)
+    """Bytes of one window's :class:`WindowScalars` for ``num_pairs`` pairs (29 per pair)."""
+    return num_pairs * (4 + 4 + 1 + 8 + 4 + 4 + 4)
 
 
 def pair_noise(theta: PyTree, sigma: float, scalars: WindowScalars, max_span: int) -> PyTree:
@@ -79,18 +82,20 @@ def pair_noise(theta: PyTree, sigma: float, scalars: WindowScalars, max_span: in
 
 def finish(
     grad_sum: PyTree, diff: jax.Array, loss_total: jax.Array, nonfinite: jax.Array, sigma: float,
-    unroll_length: int, loss_normalize: bool = False,
+    unroll_length: int, loss_normalize: bool = False, env_steps=None,
 ) -> tuple[PyTree, WindowInfo]:
     """Normalise ``grad_sum = sum_i diff_i xi_i`` by ``2 sigma^2 N W`` (and the loss
     scale if asked: the std over pairs of ``diff_i / W``); build the window's info.
 
-    ``N`` is ``diff.shape[0]``; ``loss_total`` is the sum of all ``2 N W`` losses.
+    ``N`` is ``diff.shape[0]``; ``loss_total`` is the sum of all ``2 N W`` losses (zero
+    after an early end); ``env_steps`` the steps really taken (default ``2 N W``).
     """
     n_w = diff.shape[0] * unroll_length
     scale = 1.0 / (2.0 * sigma**2 * n_w)
     if loss_normalize:
         scale = scale / (jnp.std(diff / unroll_length) + 1e-12)
-    info = WindowInfo(train_loss=loss_total / (2 * n_w), num_nonfinite=jnp.sum(nonfinite))
+    env_steps = jnp.asarray(2 * n_w if env_steps is None else env_steps, jnp.int32)
+    info = WindowInfo(train_loss=loss_total / (2 * n_w), num_nonfinite=jnp.sum(nonfinite), env_steps=env_steps)
     return tree_scale(grad_sum, scale), info
 
 
@@ -107,4 +112,4 @@ def gradient_from_scalars(
         weights = pair_noise(theta, sigma, scalars, max_span)
     grad_sum = tree_weighted_sum(scalars.diff, weights)
     return finish(grad_sum, scalars.diff, jnp.sum(scalars.loss), scalars.nonfinite, sigma, unroll_length,
-                  loss_normalize)
+                  loss_normalize, jnp.sum(scalars.steps, dtype=jnp.int32))

@@ -20,7 +20,7 @@ call:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -69,11 +69,13 @@ class RLConfig:
 
 
 class RLState(NamedTuple):
-    """One environment: ``physics`` (back-end state), ``obs [obs_dim]``, last ``reward []``."""
+    """One environment: ``physics`` (back-end state), ``obs [obs_dim]``, last ``reward []``
+    and ``done []`` (bool: the episode has terminated; None for environments that never do)."""
 
     physics: Any
     obs: jax.Array
     reward: jax.Array
+    done: Optional[jax.Array] = None
 
 
 def make_physics(spec: EnvSpec, physics: str, num_threads: int = 0):
@@ -100,7 +102,7 @@ def observation_statistics(spec: EnvSpec, episodes: int, horizon: int, seed: int
     rng = np.random.default_rng(seed)
     total, total_sq = np.zeros(spec.obs_dim), np.zeros(spec.obs_dim)
     for _ in range(horizon):
-        rows, obs, _ = physics.step_rows(rows, rng.uniform(-1.0, 1.0, (episodes, spec.action_dim)))
+        rows, obs, _, _ = physics.step_rows(rows, rng.uniform(-1.0, 1.0, (episodes, spec.action_dim)))
         total += obs.sum(0)
         total_sq += (obs * obs).sum(0)
     count = episodes * horizon
@@ -132,16 +134,17 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
     policy, scaler = make_policy(config, spec)
     physics = make_physics(spec, config.physics, config.num_threads)
     horizon = config.horizon
+    terminates = spec.can_terminate
 
     def init_state(key):
         phys, obs = physics.reset(*spec.reset_noise(key))
-        return RLState(phys, obs, jnp.zeros((), jnp.float32))
+        return RLState(phys, obs, jnp.zeros((), jnp.float32), jnp.zeros((), bool) if terminates else None)
 
     def step(theta, state, t, key, batch):
         del t, key, batch
         action = policy.apply(theta, scaler(state.obs))
-        phys, obs, reward = physics.step(state.physics, action)
-        return RLState(phys, obs, reward)
+        phys, obs, reward, terminated = physics.step(state.physics, action)
+        return RLState(phys, obs, reward, terminated if terminates else None)
 
     def loss(theta, state, t, batch):
         del theta, t, batch
@@ -150,8 +153,11 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
     def evaluate(theta, key):
         def episode(k):
             def body(state, t):
-                state = step(theta, state, t, None, None)
-                return state, state.reward
+                new = step(theta, state, t, None, None)
+                if not terminates:
+                    return new, new.reward
+                return jax.tree_util.tree_map(lambda a, b: jnp.where(state.done, b, a), new, state), \
+                    jnp.where(state.done, 0.0, new.reward)
 
             _, rewards = jax.lax.scan(body, init_state(k), jnp.arange(horizon))
             return jnp.sum(rewards)
@@ -168,6 +174,7 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
         horizon=horizon,
         evaluate=evaluate,
         name=f"rl:{spec.env_id}:{config.physics}",
+        done=(lambda state: state.done) if terminates else None,
     )
 
 

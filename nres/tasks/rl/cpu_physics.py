@@ -99,11 +99,13 @@ class CpuPhysics:
         rows[:, self._qvel_at:self._qvel_at + self.spec.model.nv] = qvel
         return rows
 
-    def step_rows(self, rows: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One environment step of every row: returns ``(rows, obs, reward)`` in float64.
+    def step_rows(self, rows: np.ndarray, actions: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One environment step of every row: returns ``(rows, obs, reward, terminated)``.
 
         ``rows [n, nstate]``, ``actions [n, nu]`` -> new rows ``[n, nstate]``,
-        observations ``[n, obs_dim]`` and rewards ``[n]``.
+        observations ``[n, obs_dim]`` and rewards ``[n]`` (float64), and gymnasium's
+        ``terminated`` ``[n]`` (bool).
         """
         spec = self.spec
         with self._lock:
@@ -113,8 +115,9 @@ class CpuPhysics:
             sims.bind("ctrl")[:] = actions
             x_before = qpos[:, 0].copy()
             sims.step(nstep=spec.frame_skip)
-            reward = spec.reward(x_before, qpos[:, 0], actions)
-            return sims.state.copy(), spec.observe(qpos, qvel), reward
+            healthy = spec.healthy(qpos, qvel)
+            reward = spec.reward(x_before, qpos[:, 0], actions, healthy=healthy)
+            return sims.state.copy(), spec.observe(qpos, qvel), reward, spec.terminated(healthy)
 
     def _host_reset(self, qpos, qvel):
         shape = qpos.shape[:-1]
@@ -125,11 +128,12 @@ class CpuPhysics:
     def _host_step(self, bits, actions):
         shape = actions.shape[:-1]
         rows = bits_to_rows(bits).reshape(-1, self.nstate)
-        rows, obs, reward = self.step_rows(rows, np.asarray(actions, np.float64).reshape(rows.shape[0], -1))
+        rows, obs, reward, terminated = self.step_rows(rows, np.asarray(actions, np.float64).reshape(rows.shape[0], -1))
         return (
             rows_to_bits(rows).reshape(shape + (self.nstate, 2)),
             obs.astype(np.float32).reshape(shape + (-1,)),
             reward.astype(np.float32).reshape(shape),
+            terminated.reshape(shape),
         )
 
     # -- JAX side (one environment; vmapped by the library) -------------------------------
@@ -142,14 +146,14 @@ class CpuPhysics:
         bits, obs = jax.pure_callback(self._host_reset, out, qpos, qvel, vmap_method="broadcast_all")
         return CpuState(bits), obs
 
-    def step(self, state: CpuState, action: jax.Array) -> tuple[CpuState, jax.Array, jax.Array]:
-        """One environment step under ``action [nu]``: ``(state, obs [obs_dim], reward [])``.
+    def step(self, state: CpuState, action: jax.Array) -> tuple[CpuState, jax.Array, jax.Array, jax.Array]:
+        """One environment step under ``action [nu]``: ``(state, obs [obs_dim], reward [], terminated [])``.
 
         CPU MuJoCo is a black box to JAX: differentiating through it (the autodiff
         baselines) raises :class:`nres.config.ConfigError` pointing to MJX instead.
         """
-        bits, obs, reward = self._callback_step(state.bits, action.astype(jnp.float32))
-        return CpuState(bits), obs, reward
+        bits, obs, reward, terminated = self._callback_step(state.bits, action.astype(jnp.float32))
+        return CpuState(bits), obs, reward, terminated
 
     @functools.cached_property
     def _callback_step(self):
@@ -157,6 +161,7 @@ class CpuPhysics:
             jax.ShapeDtypeStruct((self.nstate, 2), jnp.uint32),
             jax.ShapeDtypeStruct((self.spec.obs_dim,), jnp.float32),
             jax.ShapeDtypeStruct((), jnp.float32),
+            jax.ShapeDtypeStruct((), jnp.bool_),
         )
 
         @jax.custom_jvp

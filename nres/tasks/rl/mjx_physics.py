@@ -61,8 +61,8 @@ class MjxPhysics:
         )
         return state, self.spec.observe(state.qpos, state.qvel, jnp)
 
-    def step(self, state: MjxState, action: jax.Array) -> tuple[MjxState, jax.Array, jax.Array]:
-        """One environment step (``frame_skip`` MJX substeps): ``(state, obs, reward)``."""
+    def step(self, state: MjxState, action: jax.Array) -> tuple[MjxState, jax.Array, jax.Array, jax.Array]:
+        """One environment step (``frame_skip`` MJX substeps): ``(state, obs, reward, terminated)``."""
         spec = self.spec
         data = self._data0.replace(
             qpos=state.qpos, qvel=state.qvel, act=state.act, qacc_warmstart=state.qacc_warmstart,
@@ -70,5 +70,6 @@ class MjxPhysics:
         )
         data = jax.lax.fori_loop(0, spec.frame_skip, lambda _, d: self._mjx.step(self.model, d), data)
         new = MjxState(data.qpos, data.qvel, data.act, data.qacc_warmstart)
-        reward = spec.reward(state.qpos[0], new.qpos[0], action, jnp)
-        return new, spec.observe(new.qpos, new.qvel, jnp), reward
+        healthy = spec.healthy(new.qpos, new.qvel, jnp)
+        reward = spec.reward(state.qpos[0], new.qpos[0], action, jnp, healthy=healthy).astype(jnp.float32)
+        return new, spec.observe(new.qpos, new.qvel, jnp), reward, spec.terminated(healthy, jnp)
