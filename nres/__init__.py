@@ -22,6 +22,10 @@ _LAZY = {
     "antithetic": "nres.noise",
     "sample_noise": "nres.noise",
     "Task": "nres.task",
+    "RunView": "nres.api",
+    "compare": "nres.api",
+    "load_run": "nres.api",
+    "train": "nres.api",
 }
 
 __all__ = sorted(_LAZY)

@@ -91,7 +91,8 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     from nres.tasks import get_task_entry
 
     entry = get_task_entry(task)
-    parser = _Parser(prog="nres train", description="Train theta with a gradient estimator; writes a run directory.")
+    parser = _Parser(prog="nres train", description="Train theta with a gradient estimator; writes a run directory. "
+                     f"{_task_header(task, entry).replace('options of task', 'Task', 1)}.")
     parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings; flags override it")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK-ESTIMATOR-TIME)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -105,13 +106,21 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     choices = {"estimator": estimator_names(), "optimizer": OPTIMIZERS,
                "lr_schedule": LR_SCHEDULES}
     _add_dataclass_flags(parser.add_argument_group("training"), fields, HELP, dict(entry.training_defaults), choices)
-    task_group = parser.add_argument_group(f"options of task {task!r} ({entry.description})")
+    task_group = parser.add_argument_group(_task_header(task, entry))
     task_fields = [f for f in dataclasses.fields(entry.config_cls) if f.name != "horizon"]
     clashes = sorted({f.name for f in task_fields} & set(TRAIN_FIELDS))
     if clashes:
         raise ConfigError(f"task {task!r} has options named like training settings: {', '.join(clashes)}")
     _add_dataclass_flags(task_group, task_fields, attribute_docs(entry.config_cls), {}, {})
     return parser
+
+
+def _task_header(task: str, entry) -> str:
+    """``options of task 'spring' (from path/spring.py:ENTRY): its description``."""
+    from nres.tasks import task_label
+
+    header = f"options of task {task_label(task)!r}" + (f" (from {task})" if task_label(task) != task else "")
+    return header + (f": {entry.description}" if entry.description else "")
 
 
 ENGINE_FLAGS = ("backend", "num_workers", "ray_address", "distributed", "coordinator_address", "num_processes",
@@ -242,8 +251,11 @@ def cmd_train(argv: Sequence[str]) -> int:
         if config is None:
             path = resume_run(resume, args.get("iterations"), progress=progress and writer, engine=engine)
         else:
-            path = start_run(config, out, overwrite=control["overwrite"], progress=progress and writer,
-                             engine=engine)
+            from nres.api import announce_custom_task, default_out
+
+            announce_custom_task(config)
+            path = start_run(config, out or default_out(config), overwrite=control["overwrite"],
+                             progress=progress and writer, engine=engine)
     finally:
         cleanup()
     if not writer:
@@ -349,7 +361,7 @@ EXIT_OS_ERROR = 1
 def _bad_input_errors() -> tuple[type, ...]:
     """The error types that mean bad input, from the modules loaded so far (a module that
     was never imported cannot have raised its error; importing it here could be slow)."""
-    names = {"nres.rundir": "RunDirError", "nres.checkpoint": "CheckpointError"}
+    names = {"nres.rundir": "RunDirError", "nres.checkpoint": "CheckpointError", "nres.task": "TaskShapeError"}
     return (ConfigError,) + tuple(getattr(sys.modules[m], n) for m, n in names.items() if m in sys.modules)
 
 
@@ -366,7 +378,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     0 ok, 1 the system refused (disk full, read-only, permissions), 2 bad input,
     3 non-finite or diverged, 128 + signal for SIGINT (130), SIGTERM (143), SIGUSR1 (138)."""
     from nres.interrupts import Interrupted, stop_signals_raise
+    from nres.tracebacks import debug_enabled
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or debug_enabled()  # any command: full tracebacks of errors
+    argv = [a for a in argv if a != "--debug"]
     try:
         with stop_signals_raise():
             return _main(argv)
@@ -380,10 +396,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"nres: error: {_os_error_message(err)}", file=sys.stderr)
         return EXIT_OS_ERROR
     except Exception as err:
-        if not isinstance(err, _bad_input_errors()):
-            raise
-        print(f"nres: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _report_error(err, debug)
+
+
+def _report_error(err: Exception, debug: bool) -> int:
+    """One line for bad input and for errors in the user's own task code (with the file
+    and line of the user's last frame); the whole traceback too with ``debug``. Any
+    other error is nres's bug and is raised with its traceback."""
+    from nres import tracebacks
+
+    frame = tracebacks.user_frame(err)
+    bad_input = isinstance(err, _bad_input_errors())
+    if not bad_input and frame is None:
+        raise
+    if debug:
+        tracebacks.print_traceback(err)
+    message = str(err) if bad_input else f"{type(err).__name__}: {err}"
+    if frame is not None:
+        hint = "" if debug else f"; --debug or {tracebacks.DEBUG_ENV}=1 for the traceback"
+        message += f" (at {tracebacks.location(frame)}{hint})"
+    print(f"nres: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
@@ -397,13 +430,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         if not argv:
             argv = ["train"]
         else:
-            print("usage: nres [--version] {train,eval,plot,variance,rollout,compare} ...\n\n"
+            print("usage: nres [--version] [--debug] {train,eval,plot,variance,rollout,compare} ...\n\n"
                   "  train     train theta (default: NRES on Lorenz)\n"
                   "  eval      evaluate a run's saved thetas\n"
                   "  plot      compare runs\n"
                   "  variance  mean and total variance of estimators\n"
                   "  rollout   watch a learned policy (rl task)\n"
-                  "  compare   methods x seeds of an experiment file: figures, summary, verdict\n")
+                  "  compare   methods x seeds of an experiment file: figures, summary, verdict\n\n"
+                  "  --debug   (anywhere; or NRES_DEBUG=1) print the whole traceback of an error\n")
             return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
