@@ -44,7 +44,8 @@ HELP = {
     "lr_decay": "piecewise schedule: factor applied at each boundary",
     "grad_clip": "clip the gradient to this global norm",
     "loss_normalize": "divide each gradient by the std of the pairs' loss differences",
-    "store_noise": "keep each pair's noise in memory (--no-store-noise regenerates it from keys: same gradient)",
+    "store_noise": "keep each pair's noise in memory (--no-store-noise regenerates it from keys: the same run bit "
+                   "for bit for nres, fulles and tes; pes/gpes gradients to float32 rounding)",
     "iterations": "number of updates",
     "seed": "PRNG seed",
     "eval_every": "evaluate theta every this many updates (0: not during training)",
