@@ -110,3 +110,31 @@ def test_resolve_layers_like_the_command_line(tmp_path):
     assert dict(config.task_options) == {"state_dim": 2, "theta_dim": 4} and config.task == "linear"
     with pytest.raises(ConfigError, match="unknown option 'state_dim' for task 'lorenz'"):
         api.resolve(file, sigma=0.2)  # lorenz has no state_dim: the file names a linear option
+
+
+TINY = {"name": "tiny", "seeds": 1, "targets": [6.0], "budget": {"iterations": 4}, "evaluation": {"every": 2},
+        "settings": {"task": "linear", "num_particles": 4, "unroll_length": 4}, "methods": {"nres": {}}}
+
+
+@pytest.mark.slow
+def test_compare_runs_an_experiment_object_as_nres_compare_does(tmp_path):
+    from nres.experiments import spec
+
+    summary = nres.compare(spec.parse(TINY, name="tiny"), out=tmp_path / "out", jobs=1)
+    assert summary["experiment"] == "tiny" and (tmp_path / "out" / "summary.md").is_file()
+    run = nres.load_run(tmp_path / "out" / "nres" / "seed0")
+    assert run.metrics("train")["iteration"].tolist() == [1, 2, 3, 4]
+    assert nres.compare(spec.parse(TINY, name="tiny"), out=tmp_path / "out", jobs=1, summary_only=True) == summary
+
+
+def test_the_notebook_example_runs(tmp_path):
+    import importlib.util
+
+    file = pathlib.Path(__file__).resolve().parent.parent / "examples" / "python_api.py"
+    spec = importlib.util.spec_from_file_location("python_api_example", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = module.main(tmp_path, iterations=20)
+    assert run.metrics("train")["iteration"].tolist() == list(range(1, 21)), "10 updates, resumed to 20"
+    assert run.config["task"].endswith("custom_task.py:ENTRY") and run.path.name == "custom-pes"
+    assert (run.path / rundir.CURVES).is_file()
