@@ -11,6 +11,13 @@ ES family (SPEC section 2), all one implementation (:class:`OnlineES`):
 
 Autodiff baselines (SPEC section 3, :mod:`nres.estimators.autodiff`): ``bptt``,
 ``tbptt``, ``uoro`` and ``dodge`` (forward mode, ``noise_period`` K, default ``W``).
+
+Every constructor (:data:`CONSTRUCTORS`) takes the core keywords ``num_particles``,
+``unroll_length``, ``sigma`` and ``noise_period``; one that does not apply to the method
+is a ``ValueError`` naming it, unless its value is what the method does anyway
+(``unroll_length=T`` for ``fulles``/``bptt``, ``noise_period=W`` for ``pes``, ``K >= T``
+for ``nres``/``fulles``). :func:`make_estimator` (the command line's route) instead
+drops the settings a training config always carries that the method has no use for.
 """
 
 from __future__ import annotations
