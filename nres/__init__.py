@@ -8,6 +8,10 @@ __version__ = "0.1.0"
 # Ctrl-C during start-up ends cleanly.
 _LAZY = {
     "ES_ESTIMATORS": "nres.estimators",
+    "bptt": "nres.estimators",
+    "dodge": "nres.estimators",
+    "tbptt": "nres.estimators",
+    "uoro": "nres.estimators",
     "OnlineES": "nres.estimators",
     "fulles": "nres.estimators",
     "gpes": "nres.estimators",
@@ -18,6 +22,10 @@ _LAZY = {
     "antithetic": "nres.noise",
     "sample_noise": "nres.noise",
     "Task": "nres.task",
+    "RunView": "nres.api",
+    "compare": "nres.api",
+    "load_run": "nres.api",
+    "train": "nres.api",
 }
 
 __all__ = sorted(_LAZY)

@@ -52,7 +52,8 @@ HELP = {
     "lr_decay": "piecewise schedule: factor applied at each boundary",
     "grad_clip": "clip the gradient to this global norm",
     "loss_normalize": "divide each gradient by the std of the pairs' loss differences",
-    "store_noise": "keep each pair's noise in memory (--no-store-noise regenerates it from keys: same gradient)",
+    "store_noise": "keep each pair's noise in memory (--no-store-noise regenerates it from keys: the same run bit "
+                   "for bit for nres, fulles and tes; pes/gpes gradients to float32 rounding)",
     "iterations": "number of updates",
     "seed": "PRNG seed",
     "eval_every": "evaluate theta every this many updates (0: not during training)",
@@ -99,7 +100,8 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     from nres.tasks import get_task_entry
 
     entry = get_task_entry(task)
-    parser = _Parser(prog="nres train", description="Train theta with a gradient estimator; writes a run directory.")
+    parser = _Parser(prog="nres train", description="Train theta with a gradient estimator; writes a run directory. "
+                     f"{_task_header(task, entry).replace('options of task', 'Task', 1)}.")
     parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of settings; flags override it")
     parser.add_argument("--out", metavar="DIR", help="run directory (default: runs/TASK-ESTIMATOR-TIME)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -113,13 +115,21 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     choices = {"estimator": estimator_names(), "optimizer": OPTIMIZERS,
                "lr_schedule": LR_SCHEDULES}
     _add_dataclass_flags(parser.add_argument_group("training"), fields, HELP, dict(entry.training_defaults), choices)
-    task_group = parser.add_argument_group(f"options of task {task!r} ({entry.description})")
+    task_group = parser.add_argument_group(_task_header(task, entry))
     task_fields = [f for f in dataclasses.fields(entry.config_cls) if f.name != "horizon"]
     clashes = sorted({f.name for f in task_fields} & set(TRAIN_FIELDS))
     if clashes:
         raise ConfigError(f"task {task!r} has options named like training settings: {', '.join(clashes)}")
     _add_dataclass_flags(task_group, task_fields, attribute_docs(entry.config_cls), {}, {})
     return parser
+
+
+def _task_header(task: str, entry) -> str:
+    """``options of task 'spring' (from path/spring.py:ENTRY): its description``."""
+    from nres.tasks import task_label
+
+    header = f"options of task {task_label(task)!r}" + (f" (from {task})" if task_label(task) != task else "")
+    return header + (f": {entry.description}" if entry.description else "")
 
 
 ENGINE_FLAGS = ("backend", "num_workers", "ray_address", "distributed", "coordinator_address", "num_processes",
@@ -265,8 +275,11 @@ def cmd_train(argv: Sequence[str]) -> int:
         if config is None:
             path = resume_run(resume, args.get("iterations"), progress=progress and writer, engine=engine)
         else:
-            path = start_run(config, out, overwrite=control["overwrite"], progress=progress and writer,
-                             engine=engine)
+            from nres.api import announce_custom_task, default_out
+
+            announce_custom_task(config)
+            path = start_run(config, out or default_out(config), overwrite=control["overwrite"],
+                             progress=progress and writer, engine=engine)
     except _run_stopped_error() as stop:
         if not writer:  # name the run directory of process 0, not this process's private copy
             private, shared = (out, control["out"]) if config is not None else (resume, control["resume"])
@@ -377,7 +390,7 @@ EXIT_OS_ERROR = 1
 def _bad_input_errors() -> tuple[type, ...]:
     """The error types that mean bad input, from the modules loaded so far (a module that
     was never imported cannot have raised its error; importing it here could be slow)."""
-    names = {"nres.rundir": "RunDirError", "nres.checkpoint": "CheckpointError"}
+    names = {"nres.rundir": "RunDirError", "nres.checkpoint": "CheckpointError", "nres.task": "TaskShapeError"}
     return (ConfigError,) + tuple(getattr(sys.modules[m], n) for m, n in names.items() if m in sys.modules)
 
 
@@ -405,6 +418,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _guarded(argv: Optional[Sequence[str]]) -> int:
+    from nres.tracebacks import debug_enabled
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or debug_enabled()  # any command: full tracebacks of errors
+    argv = [a for a in argv if a != "--debug"]
     try:
         with interrupts.stop_signals_raise():
             interrupts.check()  # a stop recorded while the command started
@@ -421,10 +439,27 @@ def _guarded(argv: Optional[Sequence[str]]) -> int:
         print(f"nres: error: {_os_error_message(err)}", file=sys.stderr)
         return EXIT_OS_ERROR
     except Exception as err:
-        if not isinstance(err, _bad_input_errors()):
-            raise
-        print(f"nres: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _report_error(err, debug)
+
+
+def _report_error(err: Exception, debug: bool) -> int:
+    """One line for bad input and for errors in the user's own task code (with the file
+    and line of the user's last frame); the whole traceback too with ``debug``. Any
+    other error is nres's bug and is raised with its traceback."""
+    from nres import tracebacks
+
+    frame = tracebacks.user_frame(err)
+    bad_input = isinstance(err, _bad_input_errors())
+    if not bad_input and frame is None:
+        raise
+    if debug:
+        tracebacks.print_traceback(err)
+    message = str(err) if bad_input else f"{type(err).__name__}: {err}"
+    if frame is not None:
+        hint = "" if debug else f"; --debug or {tracebacks.DEBUG_ENV}=1 for the traceback"
+        message += f" (at {tracebacks.location(frame)}{hint})"
+    print(f"nres: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
@@ -436,13 +471,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return 0
     if not argv or argv[0] in ("-h", "--help"):
         # Bare `nres` only shows the commands (a training of thousands of updates is `nres train`).
-        print("usage: nres [--version] {train,eval,plot,variance,rollout,compare} ...\n\n"
+        print("usage: nres [--version] [--debug] {train,eval,plot,variance,rollout,compare} ...\n\n"
               "  train     train theta (default: NRES on Lorenz)\n"
               "  eval      evaluate a run's saved thetas\n"
               "  plot      compare runs\n"
               "  variance  mean and total variance of estimators\n"
               "  rollout   watch a learned policy (rl task)\n"
-              "  compare   methods x seeds of an experiment file: figures, summary, verdict\n",
+              "  compare   methods x seeds of an experiment file: figures, summary, verdict\n\n"
+              "  --debug   (anywhere; or NRES_DEBUG=1) print the whole traceback of an error\n",
               file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_BAD_INPUT
     command, rest = argv[0], argv[1:]

@@ -23,7 +23,7 @@ from nres.interrupts import deferred_stop, exit_code
 from nres.loop import Schedule, Stopped, train_loop
 from nres.plotting import plot_run_curves, run_label
 from nres.progress import progress, track
-from nres.runlog import RunLog, divergence, save_checkpoint  # noqa: F401 (divergence: part of this module's API)
+from nres.runlog import RunLog, divergence, save_checkpoint, train_rows  # noqa: F401 (divergence: part of this module's API)
 from nres.step import Learner
 from nres.training import Trainer
 
@@ -41,15 +41,24 @@ COUNTER_KEYS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps
 
 
 class _Reporter:
-    """The loop's callbacks for ``nres train``: the run log's files, the progress bar and
-    the deferred stop signals."""
+    """The loop's callbacks for ``nres train``: the run log's files, the progress bar,
+    the deferred stop signals and the caller's ``callback(rows)`` (train rows of each
+    chunk and each evaluation row, as ``metrics.jsonl`` holds them)."""
 
-    def __init__(self, log: RunLog, bar, stop: dict):
-        self.log, self.bar, self.stop = log, bar, stop
-        self.evaluate, self.checkpoint = log.evaluate, log.checkpoint
+    def __init__(self, log: RunLog, bar, stop: dict, callback: Optional[Callable[[list[dict]], None]] = None):
+        self.log, self.bar, self.stop, self.callback = log, bar, stop, callback
+        self.checkpoint = log.checkpoint
+
+    def evaluate(self, learner: Learner, counters: Counters) -> None:
+        seen = len(self.log.history)
+        self.log.evaluate(learner, counters)
+        if self.callback is not None and len(self.log.history) > seen:
+            self.callback(self.log.history[seen:])
 
     def steps(self, steps: Steps, end: int) -> None:
         self.log.steps(steps, end)
+        if self.callback is not None:
+            self.callback(train_rows(steps)[:end])
         self.bar.update(len(steps.iteration))
         self.bar.set_postfix(loss=f"{steps.info.train_loss[-1]:.4g}", refresh=False)
 
@@ -90,16 +99,18 @@ class Run:
         return {**counters, **self.trainer.evaluate(theta)}
 
     # -- training ----------------------------------------------------------------------
-    def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False) -> Counters:
+    def train(self, learner: Learner, counters: Counters, progress: bool = True, resumed: bool = False,
+              callback: Optional[Callable[[list[dict]], None]] = None) -> Counters:
         """Train up to ``config.iterations`` updates (:func:`nres.loop.train_loop`, writing
-        through a :class:`nres.runlog.RunLog`); call with the run's lock held."""
+        through a :class:`nres.runlog.RunLog`; ``callback(rows)`` as in :class:`_Reporter`);
+        call with the run's lock held."""
         _prefetch_plotting()
         log = RunLog(self.path, learner.theta, counters, resumed, self.trainer.engine.host, self.trainer.evaluate)
         bar = _progress_bar(self.config, counters.iteration, progress)
         try:
             with deferred_stop() as stop:
                 learner, counters = train_loop(self.trainer, learner, counters, Schedule.of(self.config),
-                                               _Reporter(log, bar, stop), fresh=not resumed,
+                                               _Reporter(log, bar, stop, callback), fresh=not resumed,
                                                chunk_seconds=self.chunk_seconds)
         except Stopped as stopped:
             self.plot()  # the checkpoint is saved; the curves so far
@@ -170,7 +181,8 @@ def default_out_dir(config: TrainConfig) -> pathlib.Path:
 
 
 def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, progress: bool = True,
-              engine: Optional[EngineOptions] = None) -> pathlib.Path:
+              engine: Optional[EngineOptions] = None, callback: Optional[Callable[[list[dict]], None]] = None
+              ) -> pathlib.Path:
     """Validate everything, then create the run directory and train."""
     path = pathlib.Path(out) if out else default_out_dir(config)
     rundir.check_out(path, overwrite)
@@ -187,7 +199,7 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
         with rundir.RunLock(path):
             rundir.prepare(path, overwrite=overwrite)  # checked again, now that the directory is ours
             _write_config(run)
-            run.train(learner, counters, progress=progress)
+            run.train(learner, counters, progress=progress, callback=callback)
     return path
 
 
@@ -210,7 +222,8 @@ def load_run(path: str | pathlib.Path, iterations: Optional[int] = None,
 
 
 def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progress: bool = True,
-               engine: Optional[EngineOptions] = None) -> pathlib.Path:
+               engine: Optional[EngineOptions] = None, callback: Optional[Callable[[list[dict]], None]] = None
+               ) -> pathlib.Path:
     """Continue a run from its checkpoint; a half-made run (no checkpoint) starts over.
 
     Every file is checked before anything is written (``--iterations`` rewrites
@@ -232,9 +245,9 @@ def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progr
             if half_made:
                 learner, counters = run.trainer.init()
                 rundir.remove_run_files(run.path, keep=(rundir.CONFIG,))
-                run.train(learner, counters, progress=progress)
+                run.train(learner, counters, progress=progress, callback=callback)
             else:
-                run.train(*state, progress=progress, resumed=True)
+                run.train(*state, progress=progress, resumed=True, callback=callback)
     return run.path
 
 

@@ -11,7 +11,8 @@ ROOT = pathlib.Path(nres.__file__).parent
 
 # Lower number = lower layer. A module may import only from layers at or below its own.
 LAYERS = {
-    0: ("nres.tree", "nres.interrupts", "nres.progress", "nres.plotting", "nres.tensorboard", "nres.config"),
+    0: ("nres.tree", "nres.interrupts", "nres.progress", "nres.plotting", "nres.tensorboard", "nres.config",
+        "nres.tracebacks"),
     1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes"),
     2: ("nres.particles",),
     3: ("nres.estimators", "nres.evaluation", "nres.step"),
@@ -21,7 +22,7 @@ LAYERS = {
     7: ("nres.training", "nres.loop", "nres.rundir", "nres.rundir_check", "nres.run_info"),
     8: ("nres.runlog",),
     9: ("nres.run",),
-    10: ("nres.cli", "nres.experiments", "nres.diagnostics"),
+    10: ("nres.cli", "nres.api", "nres.experiments", "nres.diagnostics"),
 }
 RANK = {name: rank for rank, names in LAYERS.items() for name in names}
 # Known exceptions, each a command that lives beside its task: `nres rollout` reads a run

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from nres.estimators.base import Unrolled, WindowInfo, check_positive_int, check_window
+from nres.estimators.base import Unrolled, WindowInfo, check_positive_int, check_window, reject_keyword
 from nres.estimators.online_es import clear_noise, refresh_noise
 from nres.particles import Particles, advance, init_particles, noise_key, step_inputs
 from nres.task import Task
@@ -312,47 +312,47 @@ class ForwardGradient(_SingleTrajectory):
         return grad, state, self._info(losses, bad)
 
 
-def bptt(task: Task, num_particles: int = 1) -> Backprop:
-    """Exact gradient of the horizon loss: whole episodes from ``tau = 0`` (``W = T``)."""
+_NO_SIGMA = "the autodiff baselines perturb nothing (sigma plays no role)"
+_NO_K = "a noise period K applies only to 'dodge' (and 'gpes')"
+
+
+def _reject_unused(name: str, sigma, noise_period, options) -> None:
+    """The keywords an autodiff baseline does not use: ``sigma``, ES switches and (but
+    for DODGE) ``noise_period``, each a ``ValueError`` naming it."""
+    reject_keyword(name, "sigma", sigma, _NO_SIGMA)
+    reject_keyword(name, "noise_period", noise_period, _NO_K)
+    for keyword, value in sorted(options.items()):
+        reject_keyword(name, keyword, value, "it is a switch of the ES estimators")
+
+
+def bptt(task: Task, num_particles: int = 1, *, unroll_length: Optional[int] = None, sigma: Optional[float] = None,
+         noise_period: Optional[int] = None, **options) -> Backprop:
+    """Exact gradient of the horizon loss: whole episodes from ``tau = 0`` (``W = T``;
+    ``unroll_length``, if given, must be ``T``)."""
+    reject_keyword("bptt", "unroll_length", unroll_length, f"BPTT unrolls whole episodes, W = T = {task.horizon}",
+                   fits=lambda w: w == task.horizon)
+    _reject_unused("bptt", sigma, noise_period, options)
     return Backprop(task, num_particles, task.horizon, step_unlocked=False, name="bptt")
 
 
-def tbptt(task: Task, num_particles: int, unroll_length: int) -> Backprop:
+def tbptt(task: Task, num_particles: int, unroll_length: int, *, sigma: Optional[float] = None,
+          noise_period: Optional[int] = None, **options) -> Backprop:
     """Truncated backprop through the last ``W`` steps, state carried between windows."""
+    _reject_unused("tbptt", sigma, noise_period, options)
     return Backprop(task, num_particles, unroll_length, name="tbptt")
 
 
-def uoro(task: Task, num_particles: int, unroll_length: int) -> UORO:
+def uoro(task: Task, num_particles: int, unroll_length: int, *, sigma: Optional[float] = None,
+         noise_period: Optional[int] = None, **options) -> UORO:
+    """Unbiased online recurrent optimisation, one rank-one forward approximation per particle."""
+    _reject_unused("uoro", sigma, noise_period, options)
     return UORO(task, num_particles, unroll_length)
 
 
-def dodge(task: Task, num_particles: int, unroll_length: int, noise_period: Optional[int] = None) -> ForwardGradient:
+def dodge(task: Task, num_particles: int, unroll_length: int, noise_period: Optional[int] = None, *,
+          sigma: Optional[float] = None, **options) -> ForwardGradient:
     """Forward-mode directional gradients; ``noise_period`` K defaults to ``W`` (a new
     direction every update)."""
+    _reject_unused("dodge", sigma, None, options)
     k = unroll_length if noise_period is None else noise_period
     return ForwardGradient(task, num_particles, unroll_length, noise_period=k)
-
-
-def _builder(name: str):
-    """Registry builder ``(task, *, num_particles, unroll_length, sigma, noise_period)``.
-
-    ``sigma`` is unused by every baseline; ``noise_period`` is DODGE's ``K`` and an error
-    for the others; BPTT ignores ``unroll_length`` (it always unrolls ``W = T``).
-    """
-
-    def build(task, *, num_particles, unroll_length, sigma, noise_period, **options):
-        del sigma
-        if options:
-            raise ValueError(f"estimator {name!r} takes no options, got {', '.join(sorted(options))}")
-        if name == "dodge":
-            return dodge(task, num_particles, unroll_length, noise_period)
-        if noise_period is not None:
-            raise ValueError(f"noise_period (K) applies only to 'gpes' and 'dodge', not to {name!r}")
-        if name == "bptt":
-            return bptt(task, num_particles)
-        return {"tbptt": tbptt, "uoro": uoro}[name](task, num_particles, unroll_length)
-
-    return build
-
-
-AUTODIFF_ESTIMATORS = {name: _builder(name) for name in ("bptt", "tbptt", "uoro", "dodge")}

@@ -117,3 +117,11 @@ def check_window(task, num_particles, unroll_length) -> None:
     check_positive_int("unroll_length (W)", unroll_length)
     if unroll_length > task.horizon:
         raise ValueError(f"unroll_length (W) must not exceed the horizon T={task.horizon}, got {unroll_length}")
+
+
+def reject_keyword(estimator: str, keyword: str, value, why: str, fits=lambda value: False) -> None:
+    """Raise a ``ValueError`` naming ``keyword`` when it was given (not None) to an
+    estimator it does not apply to, unless ``fits(value)``: the value agrees with what
+    the estimator does anyway (e.g. ``unroll_length=T`` for FullES)."""
+    if value is not None and not fits(value):
+        raise ValueError(f"{keyword}={value!r} does not apply to {estimator!r}: {why}")

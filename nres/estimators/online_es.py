@@ -89,6 +89,22 @@ def refresh_noise(
     return eps, None if xi is None else tree_where(draw, tree_add(xi, eps), xi)
 
 
+def as_stored(eps: PyTree) -> PyTree:
+    """Regenerated noise as the stored path perturbs with it: each ``eps = sigma * n``
+    rounded to float32 before ``theta +/- eps``.
+
+    Stored noise reaches ``theta +/- eps`` through a select (:func:`refresh_noise`'s
+    ``where``); noise sampled in the same program would otherwise be fused into the sum,
+    and XLA on CPU contracts ``theta + sigma * n`` into one fused multiply-add (one
+    rounding instead of two; ``optimization_barrier`` does not stop it there). The same
+    select here (``eps`` is always finite, so it keeps every value) makes the perturbed
+    parameters, and with them the whole run, bit for bit those of ``store_noise=True``.
+    Not for TES's training windows: every pair draws there, the stored path's select
+    has a constant mask that XLA removes, and the sum is contracted in both paths alike.
+    """
+    return jax.tree_util.tree_map(lambda e: jnp.where(jnp.isfinite(e), e, jnp.zeros_like(e)), eps)
+
+
 def clear_noise(done: jax.Array, eps: PyTree, xi: Optional[PyTree]) -> tuple[PyTree, Optional[PyTree]]:
     """Episode end: ``eps_cur = xi = 0`` where ``done`` ``[N]``."""
     keep = ~done
@@ -123,7 +139,9 @@ class OnlineES(Unrolled):
         step; the direction is unchanged).
       store_noise: keep each pair's ``eps``/``xi`` in the state (``O(N d)`` memory).
         ``False`` keeps none and regenerates them from the episode keys every window
-        (needs :attr:`window_aligned`); the gradient is the same bit for bit.
+        (needs :attr:`window_aligned`); the perturbations, losses and states are the same
+        bits (:func:`as_stored`), and so is the gradient of NRES, FullES and TES (PES/GPES:
+        to float32 rounding of the accumulator ``xi``).
     """
 
     task: Task
@@ -292,6 +310,8 @@ class OnlineES(Unrolled):
                                     self._window_draw_fraction)
         else:
             eps = jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
+            if self.noise_period is not None or burn_in:  # see as_stored
+                eps = as_stored(eps)
         thetas = antithetic(theta, eps)
         batches = window_batches(self.task, particles, self.unroll_length)  # None: drawn per step
         num_pairs = particles.tau.shape[0]

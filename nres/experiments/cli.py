@@ -119,36 +119,45 @@ def cmd_compare(argv: Sequence[str]) -> int:
         experiment = experiment.with_seeds(args.seeds)
     if args.methods:
         experiment = experiment.only([m.strip() for m in args.methods.split(",") if m.strip()])
-    if args.jobs is not None and args.jobs <= 0:
-        raise ConfigError(f"--jobs must be positive, got {args.jobs}")
-    if args.backend == "ray":
+    return run_experiment(experiment, args.out, args.jobs, args.backend, args.ray_address, args.summary_only,
+                          args.file)
+
+
+def run_experiment(experiment: spec.Experiment, out=None, jobs=None, backend: str = "local", ray_address=None,
+                   summary_only: bool = False, file: str = "FILE") -> int:
+    """Every method x seed of ``experiment`` into ``out`` (default ``runs/compare-<name>``),
+    then the outputs; returns the exit code of ``nres compare`` (``file`` names the
+    experiment file in its messages). The Python API (:func:`nres.compare`) calls it too."""
+    if jobs is not None and jobs <= 0:
+        raise ConfigError(f"--jobs must be positive, got {jobs}")
+    if backend == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError("--backend ray needs Ray: pip install nres[ray]") from None
-    if not args.summary_only:
+    if not summary_only:
         spec.check_data(experiment)
-    out = pathlib.Path(args.out or f"runs/compare-{experiment.name}")
+    out = pathlib.Path(out or f"runs/compare-{experiment.name}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
-    jobs = args.jobs or default_jobs(experiment)
+    jobs = jobs or default_jobs(experiment)
     all_jobs = jobs_of(experiment, out)
-    scheduler = Scheduler(experiment, out, jobs, args.backend, args.ray_address or os.environ.get("RAY_ADDRESS"))
-    if not args.summary_only:
+    scheduler = Scheduler(experiment, out, jobs, backend, ray_address or os.environ.get("RAY_ADDRESS"))
+    if not summary_only:
         pending = scheduler.prepare(all_jobs)  # checks existing runs before writing anything
         print(f"{experiment.name}: {len(all_jobs)} runs ({len(experiment.methods)} methods x "
-              f"{len(experiment.seeds)} seeds), {len(pending)} to do, {jobs} at a time ({args.backend}); in {out}/",
+              f"{len(experiment.seeds)} seeds), {len(pending)} to do, {jobs} at a time ({backend}); in {out}/",
               flush=True)
         codes = scheduler.run(pending)
         if scheduler.stop_signal is not None:
-            write_outputs(out, experiment, jobs, args.backend)
-            print(f"nres: interrupted; partial summary in {out}/summary.md; `nres compare {args.file} --out {out}` "
+            write_outputs(out, experiment, jobs, backend)
+            print(f"nres: interrupted; partial summary in {out}/summary.md; `nres compare {file} --out {out}` "
                   "resumes")
             return EXIT_INTERRUPTED.get(scheduler.stop_signal, 130)
         failed = [k for k, c in codes.items() if c not in (0, 3)]
     else:
         failed = []
-    write_outputs(out, experiment, jobs, args.backend)
+    write_outputs(out, experiment, jobs, backend)
     print(f"wrote {out}/summary.md, summary.json, comparison.png and {experiment.metric}-vs-*.png")
     if failed:
         print(f"nres: error: {len(failed)} run(s) failed ({', '.join(failed)}); see {out}/logs/")

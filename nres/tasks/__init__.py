@@ -80,23 +80,93 @@ def require_extra(name: str) -> None:
                          f"pip install 'nres[{extra}]'")
 
 
-def get_task_entry(name: str) -> TaskEntry:
-    """The entry of a registered task, or of ``"package.module:ATTRIBUTE"`` (your own)."""
-    if ":" in name:
-        module_name, _, attribute = name.partition(":")
+def is_custom(name: str) -> bool:
+    """True for a task given as ``package.module:ENTRY`` or ``path/to/file.py:ENTRY``."""
+    return ":" in name
+
+
+def _is_path(module: str) -> bool:
+    return module.endswith(".py") or "/" in module or os.sep in module
+
+
+_LOADED: dict[str, TaskEntry] = {}  # custom entries, loaded (and their files run) once per process
+
+
+def _load_module(module: str):
+    """Import ``module`` (a dotted name, or a ``.py`` file relative to the working directory)."""
+    if not _is_path(module):
         if "" not in sys.path and os.getcwd() not in sys.path:  # console scripts omit the cwd
             sys.path.insert(0, os.getcwd())
+        return importlib.import_module(module)
+    file = os.path.abspath(module)
+    if not os.path.isfile(file):
+        raise ImportError(f"no file {module!r}" + ("" if module.endswith(".py") else " (a task file ends in .py)"))
+    # A module name of its own, registered so dataclasses and pickling find the module.
+    module_name = "nres_user_task_" + "".join(c if c.isalnum() else "_" for c in file)
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = loaded
+    folder = os.path.dirname(file)
+    if folder not in sys.path:  # the file's own imports of its neighbours work as with `python file.py`
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(loaded)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return loaded
+
+
+def _named(entry: TaskEntry) -> TaskEntry:
+    """``entry`` whose tasks carry the entry's name (a task left at ``Task``'s default name)."""
+    if not entry.name:
+        return entry
+    build = entry.build
+
+    def named_build(options):
+        task = build(options)
+        unnamed = isinstance(task, Task) and task.name == Task._field_defaults["name"]
+        return task._replace(name=entry.name) if unnamed else task
+
+    return dataclasses.replace(entry, build=named_build)
+
+
+def get_task_entry(name: str) -> TaskEntry:
+    """The entry of a registered task, or of your own: ``"package.module:ATTRIBUTE"``
+    (importable from the working directory or ``PYTHONPATH``) or
+    ``"path/to/file.py:ATTRIBUTE"`` (a file, relative to the working directory).
+
+    The tasks an own entry builds are named after ``entry.name`` unless they name
+    themselves (``nres.Task(..., name=...)``), so errors say ``task 'spring'``.
+    """
+    if is_custom(name):
+        module_name, _, attribute = name.rpartition(":")
+        key = f"{os.path.abspath(module_name)}:{attribute}" if _is_path(module_name) else name
+        if key in _LOADED:
+            return _LOADED[key]
         try:
-            entry = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as err:
+            module = _load_module(module_name)
+        except ImportError as err:
             raise ValueError(f"cannot load task {name!r}: {err}") from None
         except Exception as err:  # the user's module failed while importing
             raise ValueError(f"cannot load task {name!r}: importing {module_name!r} raised "
-                             f"{type(err).__name__}: {err}") from None
+                             f"{type(err).__name__}: {err}") from None  # __context__ keeps the traceback
+        if not hasattr(module, attribute):
+            raise ValueError(f"cannot load task {name!r}: {module_name!r} defines no {attribute!r}")
+        entry = getattr(module, attribute)
         if not isinstance(entry, TaskEntry):
             raise ValueError(f"task {name!r} is a {type(entry).__name__}, not an nres.tasks.TaskEntry")
-        return entry
+        _LOADED[key] = _named(entry)
+        return _LOADED[key]
     if name not in _MODULES:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_MODULES)} (or module:ENTRY)")
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(_MODULES)} (or module:ENTRY, "
+                         "or path/to/file.py:ENTRY)")
     require_extra(name)
     return importlib.import_module(_MODULES[name]).ENTRY
+
+
+def task_label(name: str) -> str:
+    """What a task is called in run names and messages: its entry's ``name`` (for your own
+    ``module:ENTRY`` or ``file.py:ENTRY``), else ``name`` itself."""
+    return (get_task_entry(name).name or name) if is_custom(name) else name
+
