@@ -159,7 +159,7 @@ def test_lorenz_quick(tmp_path):
     sequential steps (FullES spends T = 2000 sequential steps per update, NRES W = 100)."""
     repo = pathlib.Path(__file__).parent.parent
     out = tmp_path / "out"
-    assert main(["compare", str(repo / "experiments" / "lorenz-quick.toml"), "--out", str(out), "--seeds", "1"]) == 0
+    assert main(["compare", str(repo / "experiments" / "matched" / "lorenz-quick.toml"), "--out", str(out), "--seeds", "1"]) == 0
     data = json.loads((out / "summary.json").read_text())
     assert data["figures"]["comparison.png"] == 7
     by_name = {m["name"]: m for m in data["methods"]}
