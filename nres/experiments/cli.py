@@ -74,16 +74,17 @@ def source_commit() -> str | None:
 MEASURED_AT = "measured_at"  # DIR/measured_at: the commit of the latest `nres compare` that trained runs
 
 
-def measured_at(out: pathlib.Path, trained: bool) -> str | None:
-    """The commit the runs were measured at: today's (recorded in ``DIR/measured_at``) when this
-    call trained runs, else the recorded one (``--summary-only`` keeps it), else today's."""
+def measured_at(out: pathlib.Path, commit: str | None = None) -> str | None:
+    """The commit the runs were measured at. ``commit`` (the source's commit when this call started
+    training runs) is recorded in ``DIR/measured_at``; without it (nothing trained, e.g.
+    ``--summary-only``) the recorded one is kept, else today's."""
     path = out / MEASURED_AT
-    if not trained and path.is_file():
+    if commit is not None:
+        atomic_write(path, lambda h: h.write(commit + "\n"), mode="w")
+        return commit
+    if path.is_file():
         return path.read_text().strip() or None
-    commit = source_commit()
-    if trained:
-        atomic_write(path, lambda h: h.write((commit or "") + "\n"), mode="w")
-    return commit
+    return source_commit()
 
 
 def collect(out: pathlib.Path, experiment: spec.Experiment) -> list[dict]:
@@ -102,7 +103,9 @@ def collect(out: pathlib.Path, experiment: spec.Experiment) -> list[dict]:
 
 
 def write_outputs(out: pathlib.Path, experiment: spec.Experiment, jobs: int, backend: str,
-                  trained: bool = False) -> dict:
+                  trained_at: str | None = None) -> dict:
+    """``summary.md``, ``summary.json`` and the figures from the runs in ``out``; ``trained_at``: the
+    commit this call trained runs at (``None``: it trained none)."""
     methods = collect(out, experiment)
     summary = summarize(methods, experiment.targets, experiment.goal)
     reference_data = run_reference(experiment, out)
@@ -115,7 +118,7 @@ def write_outputs(out: pathlib.Path, experiment: spec.Experiment, jobs: int, bac
                if len(m["curves"]) < len(experiment.seeds)]
     if missing:
         notes.append("Incomplete: " + ", ".join(missing) + "; run `nres compare` again to finish them.")
-    commit = measured_at(out, trained)
+    commit = measured_at(out, trained_at)
     notes.append(f"Measured at nres commit {commit or 'unknown (not a git checkout)'}.")
     title = f"{experiment.name}: {experiment.metric} over {len(experiment.seeds)} seeds"
     text = markdown(summary, title, experiment.metric, hardware, notes, reference)
@@ -175,16 +178,17 @@ def cmd_compare(argv: Sequence[str]) -> int:
         print(f"{experiment.name}: {len(all_jobs)} runs ({len(experiment.methods)} methods x "
               f"{len(experiment.seeds)} seeds), {len(pending)} to do, {jobs} at a time ({args.backend}); in {out}/",
               flush=True)
+        trained_at = (source_commit() or "unknown") if pending else None
         codes = scheduler.run(pending)
         if scheduler.stop_signal is not None:
-            write_outputs(out, experiment, jobs, args.backend, trained=bool(pending))
+            write_outputs(out, experiment, jobs, args.backend, trained_at)
             print(f"nres: interrupted; partial summary in {out}/summary.md; `nres compare {args.file} --out {out}` "
                   "resumes")
             return EXIT_INTERRUPTED.get(scheduler.stop_signal, 130)
         failed = [k for k, c in codes.items() if c not in (0, 3)]
     else:
-        pending, failed = [], []
-    write_outputs(out, experiment, jobs, args.backend, trained=bool(pending))
+        trained_at, failed = None, []
+    write_outputs(out, experiment, jobs, args.backend, trained_at)
     print(f"wrote {out}/summary.md, summary.json, comparison.png and {experiment.metric}-vs-*.png")
     if failed:
         print(f"nres: error: {len(failed)} run(s) failed ({', '.join(failed)}); see {out}/logs/")
