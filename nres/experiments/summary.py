@@ -209,7 +209,7 @@ def _fmt(value: Optional[float]) -> str:
     return f"{value:.4g}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def _cell(stats: Optional[Mapping], missing: str = "not reached") -> str:
+def cell(stats: Optional[Mapping], missing: str = "not reached") -> str:
     """``median [low, high] (reached/seeds)``; an infinite end reads ``missing``."""
     if not stats or not stats["seeds"]:
         return "—"
@@ -265,13 +265,13 @@ def markdown(summary: Mapping, title: str, metric: str, hardware: str, notes: Se
         lines += [f"## {metric} {sign} {target:g}", "",
                   "| method | wall-clock (s) | sequential steps | env steps |", "|---|---|---|---|"]
         for m in summary["methods"]:
-            cells = [_cell(m["to_target"][t][axis]) for axis in AXES]
+            cells = [cell(m["to_target"][t][axis]) for axis in AXES]
             lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"## Final and best {metric}", "", "Median [interval] over seeds (seeds with a finite value / seeds).",
               "", "| method | final | best |", "|---|---|---|"]
     for m in summary["methods"]:
-        lines.append(f"| {m['label']} | {_cell(m['final'], 'non-finite')} | {_cell(m['best'], 'non-finite')} |")
+        lines.append(f"| {m['label']} | {cell(m['final'], 'non-finite')} | {cell(m['best'], 'non-finite')} |")
     lines.append("")
     if reference:
         lines += ["## Reference: tuned hand-designed optimizers (same inner problem and horizon)", "",
