@@ -200,13 +200,14 @@ def summarize(methods: Sequence[Mapping], targets: Sequence[float], goal: str) -
 
 # -- markdown ---------------------------------------------------------------------------------
 def _fmt(value: Optional[float]) -> str:
+    """``3.84e7`` from 10^7 up, ``640,000`` / ``1,234`` for whole numbers and from 100 up, ``7.574``."""
     if value is None:
         return "—"
     if value == 0:
         return "0"
-    if abs(value) >= 1e5 or abs(value) < 1e-2:
-        return f"{value:.3g}"
-    return f"{value:.4g}" if abs(value) < 100 else f"{value:.0f}"
+    if abs(value) >= 1e7 or abs(value) < 1e-2:
+        return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+    return f"{value:.4g}" if abs(value) < 100 else f"{value:,.0f}"
 
 
 def cell(stats: Optional[Mapping], missing: str = "not reached") -> str:
