@@ -41,8 +41,10 @@ def tables(summary: Mapping, name: str, claim: str = "nres") -> str:
     sign = "<=" if summary["goal"] == "min" else ">="
     metric = summary.get("metric", "metric")
     commit = summary.get("commit") or "unknown"
+    head, _, dirty = commit.partition("+")
     seeds = summary.get("seeds", [])
-    lines = [f"Measured at commit `{commit[:12]}` ({len(seeds)} seeds: {', '.join(map(str, seeds))}); "
+    lines = [f"Measured at commit `{head[:12]}{'+' + dirty if dirty else ''}` ({len(seeds)} seeds: "
+             f"{', '.join(map(str, seeds))}); "
              f"`docs/results/{name}/summary.json`, rendered by `python -m nres.experiments.report`. "
              f"Hardware: {summary.get('hardware', '?').split(';')[0]}.", ""]
     targets = summary["targets"]
