@@ -146,13 +146,35 @@ def run_curves_figure(rows: list[dict], title: str = ""):
 
 
 def run_label(config: dict) -> str:
+    """Legend text of a run: estimator, N, W, K, sigma, optimizer, lr and its schedule, grad clip, seed.
+
+    E.g. ``pes N=200 W=100 sigma=0.04 sgd lr=1e-05 x0.1 at 1000 seed=3``: two seeds, or a
+    piecewise and a constant schedule, get different labels.
+    """
     parts = [config["estimator"], f"N={config['num_particles']}"]
     if config["estimator"] != "fulles":
         parts.append(f"W={config['unroll_length']}")
     if config.get("noise_period") is not None:
         parts.append(f"K={config['noise_period']}")
     parts += [f"sigma={config['sigma']:g}", f"{config['optimizer']} lr={config['lr']:g}"]
+    if config.get("lr_schedule", "constant") != "constant":
+        boundaries = ",".join(str(b) for b in config.get("lr_boundaries") or ())
+        parts.append(f"x{config.get('lr_decay', 0.1):g} at {boundaries or '-'}")
+    if config.get("grad_clip") is not None:
+        parts.append(f"clip={config['grad_clip']:g}")
+    if "seed" in config:
+        parts.append(f"seed={config['seed']}")
     return " ".join(parts)
+
+
+def distinct(labels: Sequence[str]) -> list[str]:
+    """``labels`` with a repeated one numbered (``label [2]``), so every legend entry names one run."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if labels.count(label) == 1 else f"{label} [{seen[label]}]")
+    return out
 
 
 def plot_comparison(
@@ -167,7 +189,8 @@ def plot_comparison(
     x_key, x_label = X_AXES[x_axis]
     fig, ax = plt.subplots(figsize=(8, 5))
     curves, values = 0, []
-    for i, (label, rows) in enumerate(runs):
+    labels = distinct([label for label, _ in runs])
+    for i, ((_, rows), label) in enumerate(zip(runs, labels)):
         offset = wall_clock_offset(rows) if x_axis == "wall-clock" else 0.0
         xs, ys = series(rows, x_key, metric, offset)
         if not xs:

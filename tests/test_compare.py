@@ -86,7 +86,14 @@ def test_every_output_with_one_curve_and_row_per_method(compared):
         assert [r.split(" | ")[0] for r in rows] == ["| nres", "| FullES"], rows
     assert len(table(text, "## Final and best")) == 2
     verdict = table(text, "## Verdict")
-    assert len(verdict) == len(AXES) * 2 and all(r.endswith((" yes |", " no |", " tied |")) for r in verdict)
+    assert len(verdict) == len(AXES) * 2, verdict
+    for row in verdict:  # | axis | target | verdict | NRES's place |
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] in ("nres first", "FullES first", "tied: nres, FullES", "tied: FullES, nres",
+                            "not reached"), row
+        assert cells[3] in ("first", "tied with FullES", "behind FullES", "not reached"), row
+    assert "sustained crossing" in text and "2 seeds: 1st smallest to 1st largest, coverage 50%" in text
+    assert data["commit"] and (out / "measured_at").read_text().strip() == data["commit"]
 
 
 def test_time_to_target_in_the_summary_matches_the_runs(compared):
@@ -159,7 +166,7 @@ def test_lorenz_quick(tmp_path):
     sequential steps (FullES spends T = 2000 sequential steps per update, NRES W = 100)."""
     repo = pathlib.Path(__file__).parent.parent
     out = tmp_path / "out"
-    assert main(["compare", str(repo / "experiments" / "lorenz-quick.toml"), "--out", str(out), "--seeds", "1"]) == 0
+    assert main(["compare", str(repo / "experiments" / "matched" / "lorenz-quick.toml"), "--out", str(out), "--seeds", "1"]) == 0
     data = json.loads((out / "summary.json").read_text())
     assert data["figures"]["comparison.png"] == 7
     by_name = {m["name"]: m for m in data["methods"]}

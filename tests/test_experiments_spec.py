@@ -87,8 +87,8 @@ def test_unknown_methods_filter_and_missing_file(tmp_path, capsys):
 def test_every_shipped_experiment_file_parses():
     import pathlib
 
-    files = sorted((pathlib.Path(__file__).parent.parent / "experiments").glob("*.toml"))
-    assert len(files) >= 8, files
+    files = sorted((pathlib.Path(__file__).parent.parent / "experiments").glob("*/*.toml"))
+    assert len(files) >= 16, files  # experiments/matched/ and experiments/paper/
     for file in files:
         experiment = spec.load(file)
         assert experiment.methods and experiment.targets, file
@@ -101,7 +101,7 @@ def test_missing_dataset_files_stop_before_anything_is_written(tmp_path, capsys,
     import pathlib
 
     monkeypatch.setenv("NRES_DATA_DIR", str(tmp_path / "empty"))
-    file = pathlib.Path(__file__).parent.parent / "experiments" / "lopt_fashion_mnist-quick.toml"
+    file = pathlib.Path(__file__).parent.parent / "experiments" / "matched" / "lopt_fashion_mnist-quick.toml"
     assert main(["compare", str(file), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "methods.nres: Fashion-MNIST files missing" in err, err

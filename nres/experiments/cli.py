@@ -53,6 +53,40 @@ def hardware_note(out: pathlib.Path, experiment: spec.Experiment, jobs: int, bac
             f"time alone (compilation included, evaluation excluded); runs sharing cores slow each other.")
 
 
+def source_commit() -> str | None:
+    """The git commit of the nres source these runs were measured at (``+dirty`` with uncommitted
+    changes to tracked files); ``None`` outside a git checkout."""
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parent.parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+MEASURED_AT = "measured_at"  # DIR/measured_at: the commit of the latest `nres compare` that trained runs
+
+
+def measured_at(out: pathlib.Path, commit: str | None = None) -> str | None:
+    """The commit the runs were measured at. ``commit`` (the source's commit when this call started
+    training runs) is recorded in ``DIR/measured_at``; without it (nothing trained, e.g.
+    ``--summary-only``) the recorded one is kept, else today's."""
+    path = out / MEASURED_AT
+    if commit is not None:
+        atomic_write(path, lambda h: h.write(commit + "\n"), mode="w")
+        return commit
+    if path.is_file():
+        return path.read_text().strip() or None
+    return source_commit()
+
+
 def collect(out: pathlib.Path, experiment: spec.Experiment) -> list[dict]:
     """Every method's curves (one per seed that has evaluation rows)."""
     methods = []
@@ -68,7 +102,10 @@ def collect(out: pathlib.Path, experiment: spec.Experiment) -> list[dict]:
     return methods
 
 
-def write_outputs(out: pathlib.Path, experiment: spec.Experiment, jobs: int, backend: str) -> dict:
+def write_outputs(out: pathlib.Path, experiment: spec.Experiment, jobs: int, backend: str,
+                  trained_at: str | None = None) -> dict:
+    """``summary.md``, ``summary.json`` and the figures from the runs in ``out``; ``trained_at``: the
+    commit this call trained runs at (``None``: it trained none)."""
     methods = collect(out, experiment)
     summary = summarize(methods, experiment.targets, experiment.goal)
     reference_data = run_reference(experiment, out)
@@ -81,16 +118,18 @@ def write_outputs(out: pathlib.Path, experiment: spec.Experiment, jobs: int, bac
                if len(m["curves"]) < len(experiment.seeds)]
     if missing:
         notes.append("Incomplete: " + ", ".join(missing) + "; run `nres compare` again to finish them.")
+    commit = measured_at(out, trained_at)
+    notes.append(f"Measured at nres commit {commit or 'unknown (not a git checkout)'}.")
     title = f"{experiment.name}: {experiment.metric} over {len(experiment.seeds)} seeds"
     text = markdown(summary, title, experiment.metric, hardware, notes, reference)
     data = {"experiment": experiment.name, "source": experiment.source, "metric": experiment.metric,
-            "hardware": hardware, "seeds": list(experiment.seeds), **summary,
+            "hardware": hardware, "commit": commit, "seeds": list(experiment.seeds), **summary,
             "runs": {m["name"]: {"iterations": m["iterations"], "env_steps_per_update": m["env_steps_per_update"],
                                  "curves": m["curves"]} for m in methods},
             "reference": reference}
     lines = [{"label": f"{r['name']} (tuned lr {r['learning_rate']:.3g})", "value": r[experiment.metric]}
              for r in (reference or []) if experiment.metric in r]
-    data["figures"] = figures.plot_comparison(methods, out, experiment.metric, title, lines)
+    data["figures"] = figures.plot_comparison(methods, out, experiment.metric, title, lines, summary)
     atomic_write(out / "summary.md", lambda h: h.write(text), mode="w")
     atomic_write(out / "summary.json", lambda h: h.write(json.dumps(data, indent=1) + "\n"), mode="w")
     return data
@@ -101,7 +140,7 @@ def cmd_compare(argv: Sequence[str]) -> int:
 
     parser = _Parser(prog="nres compare", description="Run every method x seed of an experiment file, "
                      "evaluate, and write figures, summary.md/json and the verdict.")
-    parser.add_argument("file", metavar="FILE", help="experiment file (TOML), e.g. experiments/lorenz.toml")
+    parser.add_argument("file", metavar="FILE", help="experiment file (TOML), e.g. experiments/paper/lorenz-quick.toml")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: runs/compare-<name>)")
     parser.add_argument("--seeds", type=int, metavar="S", help="use seeds 0..S-1 instead of the file's")
     parser.add_argument("--methods", metavar="A,B", help="only these methods of the file (comma-separated)")
@@ -148,16 +187,17 @@ def run_experiment(experiment: spec.Experiment, out=None, jobs=None, backend: st
         print(f"{experiment.name}: {len(all_jobs)} runs ({len(experiment.methods)} methods x "
               f"{len(experiment.seeds)} seeds), {len(pending)} to do, {jobs} at a time ({backend}); in {out}/",
               flush=True)
+        trained_at = (source_commit() or "unknown") if pending else None
         codes = scheduler.run(pending)
         if scheduler.stop_signal is not None:
-            write_outputs(out, experiment, jobs, backend)
+            write_outputs(out, experiment, jobs, backend, trained_at)
             print(f"nres: interrupted; partial summary in {out}/summary.md; `nres compare {file} --out {out}` "
                   "resumes")
             return EXIT_INTERRUPTED.get(scheduler.stop_signal, 130)
         failed = [k for k, c in codes.items() if c not in (0, 3)]
     else:
-        failed = []
-    write_outputs(out, experiment, jobs, backend)
+        trained_at, failed = None, []
+    write_outputs(out, experiment, jobs, backend, trained_at)
     print(f"wrote {out}/summary.md, summary.json, comparison.png and {experiment.metric}-vs-*.png")
     if failed:
         print(f"nres: error: {len(failed)} run(s) failed ({', '.join(failed)}); see {out}/logs/")

@@ -11,6 +11,11 @@ over log values where the axis is logarithmic. Reference values (e.g. tuned
 hand-designed optimizers) are dashed horizontal lines. A step axis is logarithmic (linear
 below the first step) where the methods' ranges differ more than 8x, and the y range follows the
 seeds' own values, so a wide band with few seeds does not flatten the curves.
+
+Given the summary, each target is a dotted horizontal line and each method that reached it
+(finite median) a marker at its median x-to-target with a horizontal bar over its
+interval (:mod:`nres.experiments.summary`; an infinite end runs to the axis' edge), in the
+method's colour: the verdict's intervals, on the figure.
 """
 
 from __future__ import annotations
@@ -75,7 +80,25 @@ def mean_band(curves: Sequence[Sequence[Mapping]], x_key: str, log: bool):
     return grid, mean, low, high
 
 
-def _draw(ax, methods: Sequence[Mapping], axis: str, metric: str, log: bool, reference: Sequence[Mapping]) -> int:
+def _draw_targets(ax, methods: Sequence[Mapping], axis: str, to_target: Mapping) -> None:
+    """Dotted target lines; per method a marker at the median x-to-target with its interval as a bar."""
+    targets = sorted({t for stats in to_target.values() for t in stats}, key=float)
+    for t in targets:
+        ax.axhline(float(t), color="0.5", linestyle=":", linewidth=0.8)
+    right = ax.get_xlim()[1]
+    for i, method in enumerate(methods):
+        for t, per_axis in to_target.get(method["name"], {}).items():
+            stats = per_axis[axis]
+            if stats["median"] is None:
+                continue
+            median, low = stats["median"], stats["low"]
+            high = right if stats["high"] is None else stats["high"]
+            ax.errorbar([median], [float(t)], xerr=[[median - low], [max(high - median, 0.0)]], fmt="o",
+                        color=f"C{i % 10}", markersize=4, capsize=3, linewidth=1.2)
+
+
+def _draw(ax, methods: Sequence[Mapping], axis: str, metric: str, log: bool, reference: Sequence[Mapping],
+          to_target: Mapping | None = None) -> int:
     x_key, x_label = AXES[axis]
     drawn = 0
     for i, method in enumerate(methods):
@@ -106,36 +129,40 @@ def _draw(ax, methods: Sequence[Mapping], axis: str, metric: str, log: bool, ref
         low, high = min(seen), max(seen)
         pad = (high / low) ** 0.05 if log else 0.05 * (high - low or 1.0)
         ax.set_ylim(*((low / pad, high * pad) if log else (low - pad, high + pad)))
+    if to_target:
+        _draw_targets(ax, methods, axis, to_target)
     ax.grid(alpha=0.3)
     return drawn
 
 
 def plot_comparison(methods: Sequence[Mapping], out_dir: str | pathlib.Path, metric: str, title: str = "",
-                    reference: Sequence[Mapping] = ()) -> dict[str, int]:
+                    reference: Sequence[Mapping] = (), summary: Mapping | None = None) -> dict[str, int]:
     """Write ``<metric>-vs-<axis>.png`` per axis and ``comparison.png`` (all three side by side).
 
     Args:
       methods: ``{"label", "curves": [points per seed]}`` (points as :func:`summary.curve`).
       reference: ``{"label", "value"}`` horizontal lines.
+      summary: :func:`summary.summarize`'s output: draws the targets and the x-to-target intervals.
     Returns the number of method curves drawn per file name.
     """
     plt = _pyplot()
     out_dir = pathlib.Path(out_dir)
     values = [p["value"] for m in methods for c in m["curves"] for p in c] + [r["value"] for r in reference]
     log = log_scale(values)
+    to_target = {m["name"]: m["to_target"] for m in summary["methods"]} if summary else {}
     drawn = {}
     fig_all, axes = plt.subplots(1, len(AXES), figsize=(6 * len(AXES), 4.5))
     for ax_all, axis in zip(axes, AXES):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         name = f"{metric}-vs-{axis}.png"
-        drawn[name] = _draw(ax, methods, axis, metric, log, reference)
+        drawn[name] = _draw(ax, methods, axis, metric, log, reference, to_target)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         save(fig, out_dir / name)
         plt.close(fig)
-        drawn["comparison.png"] = _draw(ax_all, methods, axis, metric, log, reference)
+        drawn["comparison.png"] = _draw(ax_all, methods, axis, metric, log, reference, to_target)
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=8)
     fig_all.suptitle(title)

@@ -4,7 +4,7 @@ The file is TOML (see ``experiments/*.toml``)::
 
     name = "lorenz"                      # optional; default: the file's stem
     description = "..."                  # optional, one line
-    seeds = [0, 1, 2]                    # or a count: seeds = 3 (seeds 0, 1, 2)
+    seeds = [0, 1, 2, 3, 4]              # or a count: seeds = 5 (seeds 0..4; the default)
     metric = "test_loss"                 # an evaluation metric of the task
     goal = "min"                         # "min" (a loss) or "max" (a return)
     targets = [100.0, 50.0]              # levels of the metric to reach
@@ -201,7 +201,7 @@ def parse(data: Mapping, name: str = "experiment", source: Optional[str] = None)
             raise ExperimentError(f"missing key {required!r}")
     name = _typed("name", data.get("name", name), str)
     description = _typed("description", data.get("description", ""), str)
-    seeds_value = data.get("seeds", 3)
+    seeds_value = data.get("seeds", 5)
     if isinstance(seeds_value, int) and not isinstance(seeds_value, bool):
         seeds = tuple(range(_positive_int("seeds", seeds_value)))
     else:
