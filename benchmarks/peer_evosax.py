@@ -2,11 +2,12 @@
 
 The Lorenz setting of the end-to-end benchmark (N = 200 pairs, W = 100, T = 2000,
 sigma = 0.04, SGD lr = 1e-5, 5000 updates, evaluation off). For each estimator (NRES
-against ``NoiseReuseES``, PES against ``PersistentES``) and each seed, four processes
-run interleaved (the order flips every seed):
+against ``NoiseReuseES``, PES against ``PersistentES``) and each seed, five processes
+run interleaved (the order of the sides flips every seed):
 
 * ``nres train --estimator E --seed S``, **cold**: a fresh, empty compilation-cache
-  directory (``--compilation-cache DIR``); **warm**: the same directory again;
+  directory (``--compilation-cache DIR``); **warm**: the same directory again; **new
+  seed**: the same directory with ``--seed S+1000`` (a researcher's next seed);
 * evosax in a fused loop written below (one jitted call per update: ``ask``, the
   population's window of W steps, ``tell``; step-locked, as evosax's online ES are:
   every member resets together), optimising the nres task's own ``step`` and ``loss``
@@ -14,7 +15,8 @@ run interleaved (the order flips every seed):
   ``fitness @ pert / (sigma^2 2N)`` is nres's ``(L+ - L-) @ eps / (2 sigma^2 N W)``);
   **cold**: JAX's persistent cache off (evosax's own way); **warm**: JAX's persistent
   cache on (with nres's settings, :func:`nres.compilation_cache.enable`), in a
-  directory one untimed evosax process of the same estimator filled beforehand.
+  directory one untimed evosax process of the same estimator (seed 0) filled beforehand:
+  evosax's programs take the seed as data, so this is its warm start for every seed.
 
 After training, the thetas of both every ``--record-every`` updates are evaluated by one
 evaluator (the end-to-end benchmark's: nres's Lorenz test loss over ``--test-starts``
@@ -53,6 +55,8 @@ from end_to_end import LORENZ, launch, lorenz_evaluator, median  # noqa: E402
 HERE = pathlib.Path(__file__).resolve()
 TARGET = 50.0
 PEERS = {"nres": "NoiseReuseES", "pes": "PersistentES"}  # nres estimator -> evosax class
+KINDS = {"nres": ("cold", "warm", "new seed"), "evosax": ("cold", "warm")}  # processes per seed and side
+NEW_SEED = 1000  # "new seed": seed S + NEW_SEED on the cache seed S's cold run filled
 ROWS = (("updates", "updates to test loss <= 50", "{:.0f}"),
         ("per_update_ms", "steady time per update (ms)", "{:.4f}"),
         ("first_update", "training clock through update 1 (s)", "{:.2f}"),
@@ -195,7 +199,7 @@ def memoized(evaluate):
 
 def table(estimator: str, results: dict) -> str:
     """``results[side][kind]``: one figures dict per seed; the medians and ratios as text."""
-    kinds = [("nres", "cold"), ("nres", "warm"), ("evosax", "cold"), ("evosax", "warm")]
+    kinds = [(side, kind) for side in KINDS for kind in KINDS[side]]
     head = f"{'':<40}" + "".join(f"{s + ' ' + k:>14}" for s, k in kinds) + f"{'evosax/nres cold':>18}{'warm':>8}"
     lines = [f"{estimator} against evosax {PEERS[estimator]} (medians over {len(results['nres']['cold'])} seeds)",
              head]
@@ -212,7 +216,7 @@ def table(estimator: str, results: dict) -> str:
     for key, label, fmt in ROWS:
         for side, kind in kinds:
             values = ", ".join(fmt.format(f[key]) for f in results[side][kind])
-            lines.append(f"  {label:<40}{side + ' ' + kind:<13}{values}")
+            lines.append(f"  {label:<40}{side + ' ' + kind:<15}{values}")
     return "\n".join(lines)
 
 
@@ -227,20 +231,21 @@ def side_by_side(args) -> None:
         evosax_cache = work / f"evosax-cache-{estimator}"  # filled once, untimed: evosax warm
         evosax_process(work / f"prime-{estimator}.json", estimator, args.record_every, 0, args.record_every,
                        str(evosax_cache))
-        results = {side: {"cold": [], "warm": []} for side in ("nres", "evosax")}
+        results = {side: {kind: [] for kind in kinds} for side, kinds in KINDS.items()}
         for seed in range(args.seeds):
             cache = work / f"cache-{estimator}-{seed}"  # nres cold: fresh and empty; warm: the same again
 
             def one(side, kind):
                 if side == "nres":
-                    return nres_process(work / f"{estimator}-nres-{kind}-{seed}", estimator, args.updates, seed,
-                                        args.record_every, str(cache))
+                    return nres_process(work / f"{estimator}-nres-{kind}-{seed}".replace(" ", "-"), estimator,
+                                        args.updates, seed + NEW_SEED * (kind == "new seed"), args.record_every,
+                                        str(cache))
                 return evosax_process(work / f"{estimator}-evosax-{kind}-{seed}.json", estimator, args.updates,
                                       seed, args.record_every, "off" if kind == "cold" else str(evosax_cache))
 
             order = ["nres", "evosax"] if seed % 2 == 0 else ["evosax", "nres"]
             for side in order:
-                for kind in ("cold", "warm"):
+                for kind in KINDS[side]:
                     results[side][kind].append(figures(one(side, kind), evaluate, args.updates))
                     got = results[side][kind][-1]
                     print(f"  {estimator} seed {seed} {side} {kind}: first update {got['first_update']:.2f} s, "

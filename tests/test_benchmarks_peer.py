@@ -60,11 +60,11 @@ def test_figures_and_table(evosax_runs, nres_run, evaluate):
         assert fig["per_update_ms"] > 0, side
         # the last fifth of 8 updates holds the recorded update 8 only
         assert fig["late_loss"] == evaluate(runs[side]["theta"][8]), side
-    results = {side: {"cold": [got[side]], "warm": [got[side]]} for side in got}
+    results = {side: {kind: [got[side]] for kind in kinds} for side, kinds in peer_evosax.KINDS.items()}
     text = peer_evosax.table("nres", results)
     assert "NoiseReuseES" in text
     for _, label, _ in peer_evosax.ROWS:
-        assert text.count(label) == 5, label  # the medians' row and one per-seed row per process kind
+        assert text.count(label) == 1 + sum(len(k) for k in peer_evosax.KINDS.values()), label  # medians + per kind
 
 
 def test_memoized_evaluates_each_theta_once():
