@@ -26,9 +26,9 @@ brackets):
 * updates to test loss <= 50 (the first recorded theta at or below it);
 * steady time per update: the training clock from update U/5 to U, per update;
 * training clock through the first update (nres: ``wall_time_s`` of the first row of
-  ``metrics.jsonl``, counted from the start of ``Trainer.init``; evosax: from just
-  before ``init``, after the imports and the task, until the first update's theta is
-  on the host);
+  ``metrics.jsonl``, counted from the start of ``Trainer.init``; evosax: from after the
+  imports, the task and evosax's object, through the population's start states and
+  ``init``, until the first update's theta is on the host);
 * training clock to test loss <= 50;
 * whole process (launch to exit);
 * mean test loss over the recorded thetas of the last fifth (updates 4000-5000).
@@ -72,7 +72,8 @@ def evosax_loop(estimator: str, settings: dict, updates: int, seed: int, record_
     ``settings``: ``num_particles`` (N pairs, population 2N), ``unroll_length`` (W),
     ``horizon`` (T), ``sigma``, ``lr`` (SGD). Returns ``{"clock": {update: seconds},
     "theta": {update: [log a, log r]}}`` at update 1 and every ``record_every`` updates
-    (the training clock starts before evosax's ``init``, after the imports and the task).
+    (the training clock starts after the imports, the task and evosax's object, before the
+    population's start states and evosax's ``init``).
     """
     from evosax import algorithms
     import jax
@@ -87,6 +88,7 @@ def evosax_loop(estimator: str, settings: dict, updates: int, seed: int, record_
     es = getattr(algorithms, PEERS[estimator])(2 * n, theta0, optimizer=optax.sgd(settings["lr"]),
                                            std_schedule=optax.constant_schedule(sigma))
     params = es.default_params.replace(T=task.horizon, K=w)
+    start = time.perf_counter()  # the training clock: what nres's Trainer.init and updates time
     start_states = jax.vmap(task.init_state)(jnp.zeros((2 * n, 2), jnp.uint32))
     step = jax.vmap(task.step, (0, 0, None, None, None))
     loss = jax.vmap(task.loss, (0, 0, None, None))
@@ -115,7 +117,6 @@ def evosax_loop(estimator: str, settings: dict, updates: int, seed: int, record_
 
     fused = jax.jit(update)
     records = {"clock": {}, "theta": {}}
-    start = time.perf_counter()
     key, k_init = jax.random.split(jax.random.PRNGKey(seed))
     carry = (strong(es.init(k_init, theta0, params)), start_states, key)
     for u in range(1, updates + 1):
