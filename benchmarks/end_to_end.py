@@ -22,9 +22,11 @@ updates per jitted call, no logging, no checkpoints), each as its own process. P
   evaluation every 250 updates against evaluation off (``--clock-only`` for just this),
   interleaved processes: evaluation is not training, the ratio should be near 1.
 
-``--task lopt`` / ``--task rl`` report time to first update (cold, warm; a short run of
-the task's default configuration) and the logging ratio; those tasks are slow on a CPU,
-so keep ``--repeats`` and ``--updates`` small.
+``--task lopt`` / ``--task rl`` report the start-up of a short run of the task's default
+configuration, cold and warm: time to first update from launch, the training clock
+through it (``wall_time_s`` of ``metrics.jsonl``), the time per update after it and the
+whole process; and the logging ratio. Those tasks are slow on a CPU, so keep
+``--repeats`` and ``--updates`` small.
 
 Usage: python benchmarks/end_to_end.py [--task lorenz|lopt|rl] [--repeats 3] [--updates N]
        [--test-starts 256] [--skip-processes] [--skip-in-process]
@@ -123,13 +125,18 @@ def launch(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
 
 
 def nres_train(out: pathlib.Path, cache: pathlib.Path, extra: list[str]) -> dict:
-    """One ``nres train`` process: wall seconds, time to first update, per-update times."""
+    """One ``nres train`` process: wall seconds, time to first update and per-update times
+    from launch (TensorBoard events), and the training clock (``wall_time_s`` of
+    ``metrics.jsonl``, from the start of ``Trainer.init``) per update."""
+    from nres.rundir import read_metrics
+
     cmd = [sys.executable, "-m", "nres.cli", "train", "--no-progress", "--eval-every", "0", "--no-eval-at-end",
            "--out", str(out), "--compilation-cache", str(cache), *extra]
     launched, wall = launch(cmd)
     events = read_events(out / "tensorboard")["train/train_loss"]
+    clock = {row["iteration"]: row["wall_time_s"] for row in read_metrics(out, having="train_loss")}
     return {"wall": wall, "first_update": events[0][1] - launched,
-            "at_update": {step: t - launched for step, t, _ in events}}
+            "at_update": {step: t - launched for step, t, _ in events}, "clock": clock}
 
 
 def median(values):
@@ -137,7 +144,7 @@ def median(values):
 
 
 def summary(label: str, values: list[float], base: list[float] | None = None) -> str:
-    text = f"{label:<34} median {median(values):8.2f} s   (" + ", ".join(f"{v:.2f}" for v in values) + ")"
+    text = f"{label:<40} median {median(values):8.2f} s   (" + ", ".join(f"{v:.2f}" for v in values) + ")"
     if base:
         ratios = [v / b for v, b in zip(values, base)]
         text += f"   ratio to bare: median {median(ratios):.2f}x (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"
@@ -213,23 +220,31 @@ def lorenz_processes(args) -> None:
 
 
 def task_processes(args) -> None:
-    """Time to first update of the task's default run, cold then warm cache."""
+    """Start-up of the task's default run, cold then warm cache: time to first update from
+    launch, the training clock through it, the per-update time after it, whole process."""
     work = pathlib.Path(tempfile.mkdtemp(prefix=f"nres-e2e-{args.task}-"))
     updates = args.updates or 5
-    first = {"cold": [], "warm": []}
-    walls = {"cold": [], "warm": []}
+    figures = {name: {"cold": [], "warm": []} for name in ("first", "clock", "per_update", "wall")}
     for rep in range(args.repeats):
         cache = work / f"cache{rep}"
         for kind in ("cold", "warm"):
             got = nres_train(work / f"{kind}{rep}", cache, ["--task", args.task, "--iterations", str(updates)])
-            first[kind].append(got["first_update"])
-            walls[kind].append(got["wall"])
-            print(f"  rep {rep} {kind}: first update after {got['first_update']:.2f} s, whole {got['wall']:.2f} s",
-                  flush=True)
+            clock = got["clock"]
+            per_update = (clock[updates] - clock[1]) / (updates - 1) if updates > 1 else float("nan")
+            for name, value in (("first", got["first_update"]), ("clock", clock[1]), ("per_update", per_update),
+                                ("wall", got["wall"])):
+                figures[name][kind].append(value)
+            print(f"  rep {rep} {kind}: first update after {got['first_update']:.2f} s (training clock "
+                  f"{clock[1]:.2f} s), then {per_update * 1e3:.1f} ms per update, whole {got['wall']:.2f} s; "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
     print(f"\n{args.task} default run, {updates} updates, evaluation off; {args.repeats} repetition(s)")
     for kind in ("cold", "warm"):
-        print(summary(f"time to first update, {kind}", first[kind]))
-        print(summary(f"whole process, {kind}", walls[kind]))
+        print(summary(f"time to first update, {kind}", figures["first"][kind]))
+        print(summary(f"training clock through update 1, {kind}", figures["clock"][kind]))
+        per_update = [v * 1e3 for v in figures["per_update"][kind]]
+        print(f"{'per update after the first, ' + kind:<40} median {median(per_update):8.1f} ms  ("
+              + ", ".join(f"{v:.1f}" for v in per_update) + ")")
+        print(summary(f"whole process, {kind}", figures["wall"][kind]))
 
 
 # -- in one process -----------------------------------------------------------------------
