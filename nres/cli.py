@@ -33,8 +33,6 @@ from nres.config import (
     coerce,
     load_config_file,
 )
-from nres.build import resolve_config
-
 EXIT_BAD_INPUT = 2
 
 HELP = {
@@ -186,6 +184,8 @@ def _engine_session(flags: dict, out: Optional[str], resume: Optional[str]):
         watchdog.stop()
         cleanup()
 
+    finish.settle = watchdog.settle  # a failed collective: first see whether a peer is gone
+
     if scratch is None:
         return options, out, resume, finish, True
     return options, str(scratch / "run"), resume and str(scratch / "run"), finish, False
@@ -256,6 +256,8 @@ def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]
     flags = {k: v for k, v in args.items() if k in TRAIN_FIELDS}
     task_flags = {k: v for k, v in args.items() if k in option_names}
     file_layer = load_config_file(control["config"]) if control["config"] else {}
+    from nres.build import resolve_config  # imports JAX: after the command has started
+
     return control, resolve_config(file_layer, {**flags, "task_options": task_flags}), args
 
 
@@ -284,6 +286,10 @@ def cmd_train(argv: Sequence[str]) -> int:
         if not writer:  # name the run directory of process 0, not this process's private copy
             private, shared = (out, control["out"]) if config is not None else (resume, control["resume"])
             stop.args = (str(stop).replace(str(private), str(shared or "the run directory")),)
+        raise
+    except Exception:
+        if hasattr(cleanup, "settle"):  # --distributed: an error here may be a peer's death
+            cleanup.settle()
         raise
     finally:
         cleanup()

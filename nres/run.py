@@ -236,7 +236,8 @@ def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progr
         state = None if half_made else run.load_state()
         estimator = run.trainer.estimator
         rundir_check.check_resumable(run.path, rundir.read_config(run.path)["config"].get("iterations"), iterations,
-                                     estimator.sequential_steps_per_update,
+                                     (None if run.trainer.task.done is not None else estimator.env_steps_per_update,
+                                      estimator.sequential_steps_per_update),
                                      None if state is None else state[0].theta)
         interrupts.check()  # a stop deferred during start-up ends here, before any file is written
         with rundir.RunLock(run.path):

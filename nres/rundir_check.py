@@ -58,13 +58,14 @@ def checkpoint_counters(path: str | pathlib.Path) -> Optional[dict]:
 
 
 def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], iterations: Optional[int],
-                    sequential_steps_per_update: int, theta: Optional[PyTree] = None) -> Optional[dict]:
+                    steps_per_update: tuple[Optional[int], int], theta: Optional[PyTree] = None) -> Optional[dict]:
     """Raise :class:`nres.rundir.RunDirError` unless the run in ``path`` can be resumed.
 
     Args:
       run_iterations: the run's ``iterations`` as ``config.json`` holds it (None: unknown).
       iterations: the new ``--iterations``, or None.
-      sequential_steps_per_update: the sequential steps the estimator counts per update.
+      steps_per_update: ``(env steps, sequential steps)`` the estimator counts per update
+        (env steps None: the task's episodes may end early, so they vary).
       theta: the checkpoint's theta (a pytree of arrays), compared bit for bit with the
         saved theta of its update.
 
@@ -88,7 +89,7 @@ def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], ite
     if iterations is not None and iterations < done:
         raise rundir.RunDirError(f"--iterations {iterations} is below update {done}, which the run in "
                                  f"{str(path)!r} has reached; give at least {done}")
-    _check_rows(path, counters, sequential_steps_per_update)
+    _check_rows(path, counters, steps_per_update)
     if done not in set(saved.tolist()):
         raise rundir.RunDirError(f"{str(path / rundir.THETAS)!r} lacks the theta of update {done}, the "
                                  f"checkpoint's (it holds {_span(saved)})")
@@ -97,12 +98,14 @@ def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], ite
     return counters
 
 
-def _check_rows(path: pathlib.Path, counters: dict, sequential_steps: int) -> None:
+def _check_rows(path: pathlib.Path, counters: dict, steps_per_update: tuple[Optional[int], int]) -> None:
     """Every update up to the checkpoint's has its train row, counted as the checkpoint
     counts: sequential steps grow by the estimator's fixed steps per update; environment
-    steps (fewer where episodes end early) never shrink and reach the checkpoint's."""
+    steps grow by its fixed env steps (``None``: a task whose episodes may end early,
+    whose env steps only never shrink) and reach the checkpoint's."""
     file = str(path / rundir.METRICS)
     done = counters["iteration"]
+    env_steps, sequential_steps = steps_per_update
     rows = rundir.read_metrics(path)
     train = {r["iteration"]: r for r in rows if not rundir.is_eval_row(r)}
     missing = [i for i in range(1, done + 1) if i not in train]
@@ -115,7 +118,8 @@ def _check_rows(path: pathlib.Path, counters: dict, sequential_steps: int) -> No
         want_sequential = counters["sequential_steps"] - (done - i) * sequential_steps
         env = got["total_env_steps"]
         bad_env = (not isinstance(env, int) or (previous is not None and env < previous)
-                   or env > counters["total_env_steps"] or (i == done and env != counters["total_env_steps"]))
+                   or env > counters["total_env_steps"] or (i == done and env != counters["total_env_steps"])
+                   or (env_steps is not None and env != counters["total_env_steps"] - (done - i) * env_steps))
         if got["sequential_steps"] != want_sequential or bad_env:
             raise rundir.RunDirError(
                 f"{file!r} row of update {i} counts {got}, which {rundir.CHECKPOINT} (sequential steps "

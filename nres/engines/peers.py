@@ -97,6 +97,13 @@ class Watchdog:
         self._thread.start()
         return self
 
+    def settle(self) -> None:
+        """Wait (up to the timeout) for a lost peer to be noticed: an error in this
+        process's collectives often comes from a peer that just died, and then the
+        watchdog's one line and exit code are the right report. Returns when no peer is
+        lost by then."""
+        self._thread.join(self.timeout_s + 3 * self.interval_s)
+
     def stop(self) -> None:
         """This process is done: peers stop watching it, it stops watching them."""
         if not self._done.is_set():
