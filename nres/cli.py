@@ -533,22 +533,33 @@ def run() -> None:
 
     interrupts.record_stop_signals()  # (already, when this module was the first to load)
     gc.set_threshold(*GC_THRESHOLD)
-    code = main()
-    # From here stop signals are only recorded: one that arrives now still sets the code.
-    if interrupts.pending() is not None and code == 0:
-        print(f"nres: aborted by {interrupts.Interrupted(interrupts.pending())}", file=sys.stderr)
-        code = interrupts.exit_code(interrupts.pending())
+    code = _with_late_stop(main())
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     import atexit
 
+    _flush()
+    atexit._run_exitfuncs()
+    code = _with_late_stop(code)  # one that arrived while flushing or in the exit handlers
+    _flush()
+    os._exit(code or 0)
+
+
+def _with_late_stop(code: int) -> int:
+    """From the end of :func:`main` stop signals are only recorded: one that arrived still
+    sets the exit code of a command that would exit 0."""
+    if interrupts.pending() is not None and code == 0:
+        print(f"nres: aborted by {interrupts.Interrupted(interrupts.pending())}", file=sys.stderr)
+        return interrupts.exit_code(interrupts.pending())
+    return code
+
+
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed or broken pipe: nothing more to say there
             pass
-    atexit._run_exitfuncs()
-    os._exit(code or 0)
 
 
 if __name__ == "__main__":

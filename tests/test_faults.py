@@ -169,6 +169,13 @@ def test_a_stop_at_a_random_instant_ends_with_its_code_and_resumes_to_the_same_r
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=300)
         what = f"trial {trial}: {signal.Signals(signum).name} at {fraction:.2f} of {whole:.2f} s; stderr: {err}"
+        if proc.returncode == 0 and fraction > 0.9:
+            # The last instants of a process come after its final check of stop signals (its
+            # work all written, exiting): a signal there cannot change the code. Only then is
+            # exit 0 right, and only with the whole run written.
+            assert not err.strip() and out.exists(), what
+            assert_same_run(out, reference)
+            continue
         assert proc.returncode == exit_code(signum), what
         assert "Traceback" not in err and "Exception ignored" not in err, what
         assert err.strip().splitlines()[-1].startswith("nres: "), what
