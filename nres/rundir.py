@@ -40,6 +40,7 @@ from typing import Iterable
 import jax
 import numpy as np
 
+from nres import tensorboard
 from nres.checkpoint import atomic_write
 from nres.tree import PyTree
 
@@ -48,7 +49,7 @@ METRICS = "metrics.jsonl"
 THETAS = "thetas.npz"
 CHECKPOINT = "checkpoint.npz"
 CURVES = "curves.png"
-TENSORBOARD = "tensorboard"  # nres.tensorboard.DIRECTORY
+TENSORBOARD = tensorboard.DIRECTORY
 LOCK = ".lock"
 RUN_FILES = (CONFIG, METRICS, THETAS, CHECKPOINT, CURVES, TENSORBOARD)
 
