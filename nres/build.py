@@ -26,6 +26,7 @@ import optax
 
 from nres.config import TRAIN_FIELDS, ConfigError, TrainConfig, coerce, config_to_dict, validate
 from nres.estimators import ES_ESTIMATORS, estimator_names, make_estimator
+from nres.optimizer import HYPERPARAMETERS, hyperparameters, outer_optimizer, schedule
 from nres.task import Task
 from nres.tasks import get_task_entry
 
@@ -130,19 +131,22 @@ def build_estimator(config: TrainConfig, task: Task):
         raise ConfigError(str(err)) from None
 
 
+def optimizer_hyperparameters(config: TrainConfig) -> dict:
+    """The values :func:`make_optimizer`'s state holds for ``config`` (an input of the
+    init program, see :func:`nres.step.make_step`); a constant schedule has no boundaries."""
+    boundaries = config.lr_boundaries if config.lr_schedule == "piecewise" else ()
+    return hyperparameters(config.lr, config.lr_decay, boundaries)
+
+
 def learning_rate(config: TrainConfig) -> optax.Schedule:
-    if config.lr_schedule == "piecewise":
-        return optax.piecewise_constant_schedule(config.lr, {b: config.lr_decay for b in config.lr_boundaries})
-    return optax.constant_schedule(config.lr)
+    """``count -> learning rate`` of a config (constant or piecewise)."""
+    return schedule(**optimizer_hyperparameters(config))
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The outer optimiser: optional global-norm clipping, then SGD or Adam."""
-    schedule = learning_rate(config)
-    base = optax.sgd(schedule) if config.optimizer == "sgd" else optax.adam(schedule)
-    if config.grad_clip is None:
-        return base
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+    """The outer optimiser (:func:`nres.optimizer.outer_optimizer`): optional global-norm
+    clipping, then SGD or Adam, its learning rate and schedule held as data."""
+    return outer_optimizer(config.optimizer, grad_clip=config.grad_clip, **optimizer_hyperparameters(config))
 
 
 def seed_key(seed: int):
@@ -155,13 +159,15 @@ def seed_key(seed: int):
 
 def program_identity(config: TrainConfig, estimator, name: str) -> Optional[dict]:
     """What determines the compiled program ``name`` of a run beside nres's code: the
-    config without :data:`RUNTIME_SETTINGS`, the estimator's settings, and the task's
-    data where it reads files. None (never stored) for a task from a module of your own,
+    config without :data:`RUNTIME_SETTINGS` and without the optimiser's hyperparameters
+    (data of the programs, :mod:`nres.optimizer`; only the number of schedule boundaries
+    counts), the estimator's settings, and the task's data where it reads files. None (never stored) for a task from a module of your own,
     whose code nres cannot fingerprint."""
     if ":" in config.task:
         return None
     entry = get_task_entry(config.task)
     data = entry.fingerprint(config.task_options) if entry.fingerprint else None
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_SETTINGS}
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in RUNTIME_SETTINGS + HYPERPARAMETERS}
+    settings["lr_boundaries_count"] = len(optimizer_hyperparameters(config)["lr_boundaries"])  # the schedule's structure; its values are data
     fields = {f.name: repr(getattr(estimator, f.name)) for f in dataclasses.fields(estimator) if f.name != "task"}
     return {"program": name, "config": settings, "estimator": fields, "data": data}

@@ -3,8 +3,10 @@
 :func:`make_step` turns a task, an estimator and an optax optimiser into a
 :class:`Step`:
 
-* ``init(key) -> (learner, hold)``: theta, optimiser state and every pair at ``tau = 0``,
-  and each pair's burn-in windows ``hold`` ``[N]`` (int32).
+* ``init(key, hyper=None) -> (learner, hold)``: theta, optimiser state and every pair at
+  ``tau = 0``, and each pair's burn-in windows ``hold`` ``[N]`` (int32). ``hyper``: the
+  optimiser's hyperparameters as data (:func:`nres.optimizer.hyperparameters`; None: the
+  values the optimiser was made with), so one compiled ``init`` serves every value.
 * ``update(learner, window, hold, estimate=None) -> (learner, UpdateInfo)``: window
   ``window`` of a call whose first ``max(hold)`` windows are burn-in windows (they
   advance only the pairs still burning in and apply no update), else one update.
@@ -27,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nres.optimizer import with_hyperparameters
 from nres.particles import burn_in_select
 from nres.task import Task, theta_size
 from nres.tree import PyTree, tree_all_finite, tree_norm
@@ -98,11 +101,11 @@ def make_step(task: Task, estimator, optimizer: optax.GradientTransformation, ma
     max_chunk = chunk_capacity(task) if max_chunk is None else max_chunk
     apply = guarded_apply(optimizer)
 
-    def init(key: jax.Array) -> tuple[Learner, jax.Array]:
+    def init(key: jax.Array, hyper: dict | None = None) -> tuple[Learner, jax.Array]:
         k_theta, k_est = jax.random.split(key)
         theta = task.init_theta(k_theta)
         state, hold = estimator.start(k_est, theta)
-        return Learner(theta, optimizer.init(theta), state), hold
+        return Learner(theta, with_hyperparameters(optimizer.init(theta), hyper), state), hold
 
     def update(learner: Learner, window: jax.Array, hold: jax.Array, estimate=None) -> tuple[Learner, UpdateInfo]:
         estimate = estimate or estimator.estimate

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nres.build import build_estimator, build_task, make_optimizer, program_identity, seed_key
+from nres.build import build_estimator, build_task, make_optimizer, optimizer_hyperparameters, program_identity, seed_key
 from nres.compilation_cache import Program
 from nres.config import TrainConfig
 from nres.counters import Counters, Steps, tally
@@ -60,7 +60,8 @@ class Trainer:
         self.no_hold = np.zeros((config.num_particles,), np.int32)  # training: no pair burns in
         identity = (lambda name: program_identity(config, self.estimator, name)) if task is None else (lambda _: None)
         self._init = Program(self.step.init, lambda: identity("init"))
-        self.template = jax.eval_shape(self.step.init, seed_key(config.seed))[0]
+        self.hyper = optimizer_hyperparameters(config)
+        self.template = jax.eval_shape(self.step.init, seed_key(config.seed), self.hyper)[0]
         self.engine = make_engine(Job(self.step, self.estimator, config, self.template, identity),
                                   engine or EngineOptions())
         self.evaluate_fn = None
@@ -82,9 +83,9 @@ class Trainer:
         key = seed_key(self.config.seed)
         # Both programs build at once: the init compiles in the background while the
         # update program is traced, which then compiles while the init runs.
-        self._init.prepare(key)
+        self._init.prepare(key, self.hyper)
         self.engine.prepare()
-        learner, hold = self._init(key)
+        learner, hold = self._init(key, self.hyper)
         hold = np.asarray(hold)
         learner = self.engine.place(learner)
         windows = int(hold.max())

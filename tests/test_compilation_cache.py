@@ -75,9 +75,9 @@ def test_cache_cold_warm_and_off_give_identical_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_run_time_settings_do_not_change_the_stored_programs(tmp_path):
-    """Seed, budget, evaluation schedule and output directory are not part of a compiled
-    program: a run that changes all of them loads the programs a first run stored
-    (nothing new in the cache), and equals the same run with the cache off."""
+    """Seed, budget, evaluation schedule, output directory and the learning rate are not
+    part of a compiled program: a run that changes all of them loads the programs a first
+    run stored (nothing new in the cache), and equals the same run with the cache off."""
     cache = tmp_path / "cache"
 
     def train(name, setting, *extra):
@@ -89,7 +89,7 @@ def test_run_time_settings_do_not_change_the_stored_programs(tmp_path):
     train("first", str(cache))
     entries = sorted(os.listdir(cache))
     programs = sorted(os.listdir(cache / compilation_cache.EXECUTABLES))
-    other = ("--seed", "5", "--iterations", "15", "--eval-every", "4", "--checkpoint-every", "6")
+    other = ("--seed", "5", "--iterations", "15", "--eval-every", "4", "--checkpoint-every", "6", "--lr", "3e-5")
     train("other-seed", str(cache), *other)
     assert sorted(os.listdir(cache / compilation_cache.EXECUTABLES)) == programs, "a new seed compiled again"
     assert sorted(os.listdir(cache)) == entries, "a new seed compiled programs JAX had cached"

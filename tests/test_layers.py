@@ -13,7 +13,7 @@ ROOT = pathlib.Path(nres.__file__).parent
 LAYERS = {
     0: ("nres.tree", "nres.interrupts", "nres.progress", "nres.plotting", "nres.tensorboard", "nres.config",
         "nres.tracebacks"),
-    1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes"),
+    1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes", "nres.optimizer"),
     2: ("nres.particles",),
     3: ("nres.estimators", "nres.evaluation", "nres.step"),
     4: ("nres.tasks",),
