@@ -31,6 +31,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nres.task import Batch, Task
 from nres.tree import PyTree, masked_vmap, selection_size, tree_broadcast, tree_where
@@ -40,11 +41,17 @@ _NOISE_OFFSET = 8
 
 
 class Particles(NamedTuple):
-    """Inner states ``[2, N, ...]``, positions ``tau`` int32 ``[N]``, keys uint32 ``[N, 2]``."""
+    """Inner states ``[2, N, ...]``, positions ``tau`` int32 ``[N]``, keys uint32 ``[N, 2]``.
+
+    ``steps``: int32 ``[N]``, the member steps each pair has really taken since it was
+    made, for tasks whose episodes can end early (the burn-in's exact cost); None for
+    tasks that never end early (every step is taken: ``members * tau`` in the burn-in).
+    """
 
     inner: PyTree
     tau: jax.Array
     episode_key: jax.Array
+    steps: Optional[jax.Array] = None
 
 
 def noise_key(episode_key: jax.Array, block: jax.Array) -> jax.Array:
@@ -84,6 +91,7 @@ def init_particles(task: Task, key: jax.Array, num_particles: int, members: int 
         inner=_initial_inner(task, keys, members),
         tau=jnp.zeros((num_particles,), jnp.int32),
         episode_key=keys,
+        steps=None if task.done is None else jnp.zeros((num_particles,), jnp.int32),
     )
 
 
@@ -108,7 +116,8 @@ def map_particle_axis(fn, state):
     def visit(node):
         if isinstance(node, Particles):
             inner = jax.tree_util.tree_map(lambda x: fn(x, 1), node.inner)
-            return Particles(inner, fn(node.tau, 0), fn(node.episode_key, 0))
+            return Particles(inner, fn(node.tau, 0), fn(node.episode_key, 0),
+                             None if node.steps is None else fn(node.steps, 0))
         return jax.tree_util.tree_map(lambda x: fn(x, 0), node)
 
     return jax.tree_util.tree_map(visit, state, is_leaf=lambda x: isinstance(x, Particles))
@@ -228,6 +237,7 @@ def advance(
     steps: int = 1,
     selective: bool = False,
     lead_member: bool = False,
+    taken: Optional[jax.Array] = None,
 ) -> tuple[Particles, jax.Array]:
     """The particle-reset rule. Returns the advanced particles and ``done`` ``[N]``.
 
@@ -238,6 +248,9 @@ def advance(
     it, ``losses`` any per-window aggregate that turns non-finite with any step).
     ``losses`` is ``[members, N]`` like ``new_inner`` (``members`` = 2, or 1 for
     single-trajectory particles).
+
+    ``taken`` ``[N]``: the member steps each pair really took (added to ``steps`` of a task
+    that can end early); by default the members live before a one-step advance.
 
     Episodes end rarely, so the key and state work is skipped when no pair resets, and
     with ``selective`` (positions step-unlocked: about ``N * steps / T`` pairs reset at a
@@ -257,7 +270,10 @@ def advance(
     size = selection_size(done.shape[0], steps / task.horizon) if selective else done.shape[0]
     inner, episode_key = masked_vmap(fresh_episode, done, particles.episode_key,
                                      (new_inner, particles.episode_key), size, out_axes=(1, 0))
-    return Particles(inner, jnp.where(done, 0, tau), episode_key), done
+    if particles.steps is not None and taken is None:
+        taken = jnp.sum(live_members(task, particles.inner), axis=0, dtype=jnp.int32)
+    counted = None if particles.steps is None else particles.steps + taken
+    return Particles(inner, jnp.where(done, 0, tau), episode_key, counted), done
 
 
 
@@ -287,3 +303,12 @@ def replay_episode(task: Task, theta_at, key: jax.Array) -> jax.Array:
 def episode_losses(task: Task, theta: PyTree, key: jax.Array) -> jax.Array:
     """Per-step losses ``[T]`` of one unperturbed episode under ``theta`` (see :func:`replay_episode`)."""
     return replay_episode(task, lambda t: theta, key)
+
+
+def taken_steps(particles: Particles, members: int) -> int:
+    """Environment steps the particles have taken since they were made (host-side): their
+    ``steps`` where the task can end early, else ``members * sum_i tau_i`` (exact while no
+    episode has ended, as in the burn-in)."""
+    if particles.steps is not None:
+        return int(np.sum(np.asarray(particles.steps), dtype=np.int64))
+    return members * int(np.sum(np.asarray(particles.tau), dtype=np.int64))

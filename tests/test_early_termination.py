@@ -203,6 +203,10 @@ def test_burn_in_stops_at_an_early_end():
     survived = length > hold * W
     assert survived.any() and (~survived).any()
     np.testing.assert_array_equal(state.particles.tau, np.where(survived, hold * W, 0))
+    # the steps really taken: both members to the burn-in's end, or to their fall
+    taken = np.where(survived, 2 * hold * W, 2 * length)
+    np.testing.assert_array_equal(state.particles.steps, taken)
+    assert est.burn_in_env_steps(state) == taken.sum() < 2 * np.sum(hold * W), "a fall must shorten the burn-in"
 
 
 @pytest.mark.parametrize("name", ["tbptt", "uoro", "dodge"])

@@ -38,12 +38,11 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from nres.estimators.base import Unrolled, WindowInfo, check_positive_int, check_window, reject_keyword
 from nres.estimators.online_es import clear_noise, refresh_noise
-from nres.particles import Particles, advance, init_particles, noise_key, step_inputs
+from nres.particles import Particles, advance, init_particles, noise_key, step_inputs, taken_steps
 from nres.task import Task
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
 
@@ -98,7 +97,7 @@ class _SingleTrajectory(Unrolled):
         return self.unroll_length
 
     def burn_in_env_steps(self, state) -> int:
-        return int(np.sum(np.asarray(state.particles.tau), dtype=np.int64)) if self.step_unlocked else 0
+        return taken_steps(state.particles, members=1) if self.step_unlocked else 0
 
     def _initial(self, particles: Particles, theta: PyTree):
         """Method state at ``tau = 0`` around fresh particles."""

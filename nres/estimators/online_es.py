@@ -44,7 +44,6 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from nres.estimators.base import Unrolled, WindowInfo, check_positive_float, check_positive_int, check_window
 from nres.estimators.scalars import WindowScalars, finish, gradient_from_scalars
@@ -56,6 +55,7 @@ from nres.particles import (
     live_members,
     noise_key,
     step_pairs,
+    taken_steps,
     window_batches,
 )
 from nres.task import Task
@@ -176,8 +176,8 @@ class OnlineES(Unrolled):
         return self.unroll_length
 
     def burn_in_env_steps(self, state: OnlineESState) -> int:
-        """Steps spent bringing the pairs to their positions: ``2 * sum_i tau_i``."""
-        return 2 * int(np.sum(np.asarray(state.particles.tau), dtype=np.int64)) if self.step_unlocked else 0
+        """Steps spent bringing the pairs to their positions (:func:`nres.particles.taken_steps`)."""
+        return taken_steps(state.particles, members=2) if self.step_unlocked else 0
 
     @property
     def reuses_noise(self) -> bool:
@@ -338,7 +338,7 @@ class OnlineES(Unrolled):
             steps=jnp.full((num_pairs,), 2 * self.unroll_length, jnp.int32) if steps is None else steps,
         )
         particles, done = advance(self.task, particles, inner, member_losses, steps=self.unroll_length,
-                                  selective=self.step_unlocked, lead_member=self.noise_period is None)
+                                  selective=self.step_unlocked, lead_member=self.noise_period is None, taken=steps)
         if not self.store_noise:
             return scalars, OnlineESState(particles, None, None), None
         weights = eps if xi is None else xi
