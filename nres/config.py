@@ -153,10 +153,19 @@ def load_config_file(path: str | pathlib.Path) -> dict:
     except ConfigError:
         raise
     except Exception as err:  # the parsers' own error types differ
-        raise ConfigError(f"config file {str(path)!r} is not valid: {err}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid: {_parse_error(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _parse_error(err: Exception) -> str:
+    """A parser's error on one line: YAML's several lines become ``problem at line L,
+    column C`` (1-based); TOML's and JSON's are one line already."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None and getattr(err, "problem", None):
+        return f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())
 
 
 def validate(config: TrainConfig, estimators) -> None:

@@ -395,6 +395,9 @@ BAD_INPUTS = [
     ("--seed -1", None, ["train", *TINY, "--seed", "-1", "--out", "HERE/new"], 2, "must be in [0, 2**32 - 1]"),
     ("binary config file", _config_file("bin.toml", bytes(range(256))), ["train", "--config", "HERE/bin.toml"], 2,
      "not UTF-8"),
+    ("YAML config file with a tab", _config_file("tab.yaml", b"task: lorenz\n\tlr: 0.1\n"),
+     ["train", "--config", "HERE/tab.yaml"], 2, "tab.yaml' is not valid: found character '\\t' that cannot start "
+     "any token at line 2, column 1"),
     ("task = 5 in a config file", _config_file("five.toml", b"task = 5\n"), ["train", "--config", "HERE/five.toml"],
      2, "'task' must be a string"),
     ("--config DIR", None, ["train", "--config", "HERE"], 2, "is a directory"),
