@@ -189,8 +189,11 @@ class RunLock:
     temporary files that a killed writer can leave (``.NAME.XXXX.tmp``).
     """
 
-    def __init__(self, path: str | pathlib.Path):
+    BUSY = "{path!r} is being trained by pid {pid}; wait for it or stop it first"
+
+    def __init__(self, path: str | pathlib.Path, busy: str = BUSY):
         self.path = pathlib.Path(path)
+        self.busy = busy  # the error when another process holds it ({path!r}, {pid})
         self.fd: int | None = None
 
     def __enter__(self) -> "RunLock":
@@ -205,8 +208,7 @@ class RunLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunDirError(f"{str(self.path)!r} is being trained by pid {holder}; "
-                                  "wait for it or stop it first") from None
+                raise RunDirError(self.busy.format(path=str(self.path), pid=holder)) from None
             raise
         self.fd = fd
         os.ftruncate(fd, 0)
