@@ -487,6 +487,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
               "  --debug   (anywhere; or NRES_DEBUG=1) print the whole traceback of an error\n",
               file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_BAD_INPUT
+    from nres import progress
+
+    progress.interval_s()  # a bad $NRES_PROGRESS_INTERVAL: one line before the command starts
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         if command.startswith("-"):

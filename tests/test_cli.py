@@ -305,3 +305,13 @@ def test_bare_nres_lists_the_commands_and_trains_nothing(tmp_path, monkeypatch, 
     assert captured.out == "" and captured.err.startswith("usage: nres") and "train" in captured.err
     assert not list(tmp_path.iterdir()), "bare nres wrote something (a run?)"
     assert main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: nres")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_progress_interval_is_one_line_before_anything_starts(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("NRES_PROGRESS_INTERVAL", value)
+    out = tmp_path / "never"
+    assert main(["train", "--task", "linear", "--iterations", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"nres: error: NRES_PROGRESS_INTERVAL={value!r} must be a number of seconds >= 0 (default 30)\n"
+    assert not out.exists()

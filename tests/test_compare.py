@@ -192,6 +192,18 @@ def test_a_directory_in_use_by_another_compare_is_refused_at_once(compared, tmp_
     assert main(["compare", str(experiment(tmp_path)), "--out", str(out)]) == 0  # free again
 
 
+def test_progress_lines_on_stderr_while_runs_train(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NRES_PROGRESS_INTERVAL", "0.5")
+    out = tmp_path / "out"
+    assert main(["compare", str(experiment(tmp_path)), "--out", str(out), "--seeds", "1", "--methods", "nres"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines and all(line.startswith("nres compare: 0 of 1 runs finished, 1 running (nres/seed0 ")
+                         and line.endswith(" s") for line in lines), captured.err
+    assert any("at update " in line and " of 6)" in line for line in lines) or len(lines) < 3, lines
+    assert "nres/seed0: done" in captured.out
+
+
 @pytest.mark.slow
 def test_a_second_compare_is_refused_and_an_interrupt_suggests_the_same_selection(tmp_path, capsys):
     """Two `nres compare` on one directory: the second is refused with one line while the first
