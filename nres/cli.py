@@ -361,12 +361,17 @@ def cmd_plot(argv: Sequence[str]) -> int:
     out = pathlib.Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {args.out!r} is a directory; give a file name such as cmp.png")
-    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
-        raise ConfigError(f"--out {args.out!r}: a parent of it is a file, not a directory")
+    check_parents(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     curves = plot_comparison(runs, args.out, args.x, metric)
     print(f"wrote {args.out}: {curves} curves of {metric} against {args.x}")
     return 0
+
+
+def check_parents(out: pathlib.Path) -> None:
+    """ConfigError when a parent of the ``--out`` path is a file (it could never be made)."""
+    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
+        raise ConfigError(f"--out {str(out)!r}: a parent of it is a file, not a directory")
 
 
 # Commands defined elsewhere are imported only when used: "module:function".
