@@ -334,7 +334,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
 
 def cmd_plot(argv: Sequence[str]) -> int:
     from nres import rundir
-    from nres.plotting import X_AXES, plot_comparison, run_label
+    from nres.plotting import X_AXES, image_format, plot_comparison, run_label
 
     parser = _Parser(prog="nres plot", description="Compare runs: one curve per run.")
     parser.add_argument("runs", nargs="+", metavar="DIR")
@@ -359,6 +359,10 @@ def cmd_plot(argv: Sequence[str]) -> int:
     if metric not in present:
         raise ConfigError(f"no run has metric {metric!r}; metrics present: {', '.join(present) or 'none'}")
     out = pathlib.Path(args.out)
+    try:
+        image_format(out)
+    except ValueError as err:
+        raise ConfigError(f"--out {args.out!r}: {err}") from None
     if out.is_dir():
         raise ConfigError(f"--out {args.out!r} is a directory; give a file name such as cmp.png")
     check_parents(out)
@@ -405,12 +409,29 @@ def _bad_input_errors() -> tuple[type, ...]:
     return (ConfigError,) + tuple(getattr(sys.modules[m], n) for m, n in names.items() if m in sys.modules)
 
 
-def _os_error_message(err: OSError) -> str:
+# What a full disk left behind, and how to go on, for each command (files are written whole or not at all).
+DISK_FULL_ADVICE = {
+    "train": "the last checkpoint is intact, free space and resume",
+    "eval": "the run's files are each intact (old or new), free space and run `nres eval` again",
+    "plot": "nothing was written, free space and run `nres plot` again",
+    "variance": "the results written so far are whole files, free space and run `nres variance` again with "
+                "--overwrite",
+    "compare": "finished runs are kept, free space and run `nres compare` again to resume the others",
+}
+
+
+def _os_error_message(err: OSError, command: str = "train") -> str:
     where = f" {err.filename!r}" if err.filename else ""
     what = err.strerror or str(err)
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"cannot write{where}: {what}; the last checkpoint is intact, free space and resume"
+        advice = DISK_FULL_ADVICE.get(command, "files are written whole or not at all, free space and run it again")
+        return f"cannot write{where}: {what}; {advice}"
     return f"cannot access{where}: {what}"
+
+
+def _command_name(argv: Sequence[str]) -> str:
+    """The command ``argv`` runs (flags alone train)."""
+    return argv[0] if argv and argv[0] in COMMANDS else "train"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -447,7 +468,7 @@ def _guarded(argv: Optional[Sequence[str]]) -> int:
         print("nres: aborted (the last checkpoint, if any, is intact)", file=sys.stderr)
         return 130
     except OSError as err:
-        print(f"nres: error: {_os_error_message(err)}", file=sys.stderr)
+        print(f"nres: error: {_os_error_message(err, _command_name(argv))}", file=sys.stderr)
         return EXIT_OS_ERROR
     except Exception as err:
         return _report_error(err, debug)

@@ -211,8 +211,11 @@ class RunLock:
                 raise RunDirError(self.busy.format(path=str(self.path), pid=holder)) from None
             raise
         self.fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same; a second writer's message lacks the pid
+            pass
         for stale in self.path.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
         return self

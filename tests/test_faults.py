@@ -283,6 +283,51 @@ def test_a_read_only_disk_ends_with_one_line_and_changes_nothing(reference, tmp_
         assert snapshot(run) == before
 
 
+def fill(disk: pathlib.Path) -> None:
+    """Use up every free byte of ``disk``."""
+    with open(disk / "filler", "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_in_each_commands_words_and_leaves_no_partial_file(reference, tmp_path, capsys):
+    experiment = tmp_path / "tiny.toml"
+    experiment.write_text('seeds = 1\ntargets = [1.0]\n[budget]\niterations = 2\n[settings]\ntask = "linear"\n'
+                          '[methods.nres]\n')
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        run = disk / "run"
+        shutil.copytree(reference, run)
+        assert main(["plot", str(run), "--out", str(disk / "old.png")]) == 0  # an image to replace
+        capsys.readouterr()
+        fill(disk)
+        before = snapshot(disk)
+        for argv, advice in (
+                (["plot", str(run), "--out", str(disk / "old.png")], "nothing was written, free space and run "
+                 "`nres plot` again"),
+                (["eval", str(run)], "the run's files are each intact (old or new), free space and run `nres eval` "
+                 "again"),
+                (["variance", "--task", "linear", "--estimators", "nres", "--num-samples", "4", "--out",
+                  str(disk / "old.png.d" / "var")], "free space and run `nres variance` again with --overwrite"),
+                (["compare", str(experiment), "--out", str(disk / "cmp")], "finished runs are kept, free space and "
+                 "run `nres compare` again to resume the others")):
+            assert main(argv) == 1, argv
+            lines = capsys.readouterr().err.strip().splitlines()
+            if argv[0] == "variance":  # its progress lines, then the error
+                lines = [line for line in lines if not line.startswith("nres variance: ")]
+            err = "\n".join(lines)
+            assert len(lines) == 1 and "No space left on device" in err and err.endswith(advice), err
+            assert err.startswith(f"nres: error: cannot write '{disk}/"), err
+            assert "the last checkpoint" not in err
+            after = snapshot(disk)
+            assert {k: after.get(k) for k in before} == before, argv  # every file as it was
+            assert all(not after[k] for k in set(after) - set(before)), argv  # at most an empty lock file
+            assert not list(disk.rglob(".*.tmp")), "a partial file was left"
+
+
 def _corrupt(name: str, data: bytes | None = None, truncate: int | None = None):
     def apply(run: pathlib.Path) -> None:
         file = run / name
@@ -403,6 +448,8 @@ BAD_INPUTS = [
     ("--config DIR", None, ["train", "--config", "HERE"], 2, "is a directory"),
     ("nres plot --out EXISTING_FILE/x.png", _config_file("afile", b"x"),
      ["plot", "RUN_DIR", "--out", "HERE/afile/x.png"], 2, "is a file"),
+    ("nres plot --out x.bogusext", None, ["plot", "RUN_DIR", "--out", "HERE/x.bogusext"], 2,
+     "cannot write '.bogusext' images; give a file name ending in "),
     ("nres plot --metric bogus", None, ["plot", "RUN_DIR", "--metric", "bogus", "--out", "HERE/c.png"], 2,
      "metrics present: grad_norm"),
     ("--task rl --estimator bptt", None, ["train", "--task", "rl", "--estimator", "bptt", "--out", "HERE/new"], 2,

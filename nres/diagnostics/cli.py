@@ -235,8 +235,6 @@ def cmd_variance(argv: Sequence[str]) -> int:
         raise ConfigError(f"--equal-compute needs W to divide T: W={unroll}, T={horizon}")
     thetas = _thetas(args, task, config.seed)
     _check_sizes(args, task, len(estimators) + len(sweep))
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     key = jax.random.PRNGKey(args.seed)
     rows, extra = [], []
@@ -313,6 +311,8 @@ def cmd_variance(argv: Sequence[str]) -> int:
         "equal_compute": extra,
         "seconds": elapsed,
     }
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=_json_default) + "\n"
     atomic_write(out / "variance.json", lambda handle: handle.write(text), mode="w")
     atomic_write(out / "variance.txt", lambda handle: handle.write(table + "\n"), mode="w")
