@@ -186,6 +186,7 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     """Validate everything, then create the run directory and train."""
     path = pathlib.Path(out) if out else default_out_dir(config)
     rundir.check_out(path, overwrite)
+    rundir.check_free(path)  # another process trains it: refused before the task is built
     run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
     if config.estimator not in ES_ESTIMATORS:  # differentiating the task fails only when traced
         run.trainer.check()
@@ -213,6 +214,7 @@ def load_run(path: str | pathlib.Path, iterations: Optional[int] = None,
              engine: Optional[EngineOptions] = None) -> Run:
     path = pathlib.Path(path)
     stored = rundir.read_config(path)
+    rundir.check_free(path)  # another process trains it: refused before the task is built
     overrides = {"iterations": iterations} if iterations is not None else {}
     try:
         config = resolve_config(stored["config"], overrides)

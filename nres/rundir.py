@@ -203,12 +203,9 @@ class RunLock:
             return self
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            _flock(fd, fcntl.LOCK_EX, self.path, self.busy)
+        except BaseException:
             os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunDirError(self.busy.format(path=str(self.path), pid=holder)) from None
             raise
         self.fd = fd
         try:
@@ -224,6 +221,36 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
+
+
+def _flock(fd: int, kind: int, path: pathlib.Path, busy: str) -> None:
+    """``flock(fd, kind)`` without waiting; RunDirError(``busy``) naming the holder's pid if taken."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirError(busy.format(path=str(path), pid=holder)) from None
+        raise
+
+
+def check_free(path: str | pathlib.Path, busy: str = RunLock.BUSY) -> None:
+    """Raise RunDirError at once if another process holds ``path``'s :class:`RunLock`, so a
+    command refuses before it spends time building its task (reads only; the command takes
+    the lock itself before it writes)."""
+    path = pathlib.Path(path)
+    try:
+        import fcntl
+
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except (ImportError, OSError):  # not POSIX, or no lock file: nobody holds it
+        return
+    try:
+        _flock(fd, fcntl.LOCK_SH, path, busy)  # a shared lock conflicts only with a holder's exclusive one
+    finally:
+        os.close(fd)
 
 
 def check_out(path: str | pathlib.Path, overwrite: bool) -> None:

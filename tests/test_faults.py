@@ -229,6 +229,36 @@ def test_a_second_writer_is_refused_while_the_first_trains(subprocess_env, tmp_p
     assert [r["iteration"] for r in rows] == sorted(r["iteration"] for r in rows)
 
 
+def test_a_run_held_by_another_process_is_refused_before_its_task_is_built(reference, tmp_path, capsys,
+                                                                            monkeypatch):
+    import nres.run
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom nres import rundir\n"
+                               "with rundir.RunLock(sys.argv[1]):\n print('held', flush=True); sys.stdin.read()",
+                               str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(run)
+
+        def build(*args, **kwargs):  # building a task (a learned optimizer's: 44 s) comes after the check
+            raise AssertionError("the task was built before the lock was checked")
+
+        monkeypatch.setattr(nres.run.Run, "__init__", build)
+        for argv in (["train", *RUN, "--out", str(run), "--overwrite"],
+                     ["train", "--resume", str(run), "--no-progress"],
+                     ["eval", str(run)]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert err == (f"nres: error: {str(run)!r} is being trained by pid {holder.pid}; "
+                           "wait for it or stop it first"), err
+        assert snapshot(run) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
 @contextlib.contextmanager
 def tmpfs(path: pathlib.Path, size: str):
     path.mkdir()
