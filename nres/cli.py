@@ -258,7 +258,22 @@ def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]
     file_layer = load_config_file(control["config"]) if control["config"] else {}
     from nres.build import resolve_config  # imports JAX: after the command has started
 
-    return control, resolve_config(file_layer, {**flags, "task_options": task_flags}), args
+    config = resolve_config(file_layer, {**flags, "task_options": task_flags})
+    _check_flags_apply(flags, config)
+    return control, config, args
+
+
+def _check_flags_apply(flags: dict, config: TrainConfig) -> None:
+    """A flag given on the command line that the run would ignore is an error (a default
+    or a config file's shared setting is not): e.g. ``--sigma`` for an autodiff method."""
+    from nres.estimators import unused_settings
+
+    for name in unused_settings(config.estimator):
+        if name in flags:
+            raise ConfigError(f"{_flag(name)} does not apply to estimator {config.estimator!r}, which has no use "
+                              f"for {name}; remove it")
+    if "lr_decay" in flags and config.lr_schedule != "piecewise":
+        raise ConfigError(f"--lr-decay applies to --lr-schedule piecewise, not {config.lr_schedule!r}")
 
 
 def cmd_train(argv: Sequence[str]) -> int:
