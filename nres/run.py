@@ -190,6 +190,8 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
     if config.estimator not in ES_ESTIMATORS:  # differentiating the task fails only when traced
         run.trainer.check()
+    sizes.check_count("--num-particles", config.num_particles, run.trainer.estimator.env_steps_per_update,
+                      "environment steps per update")
     sizes.check_fits("--num-particles", config.num_particles, sizes.tree_bytes(run.trainer.learner_template()),
                      "theta, optimiser state and every particle's state")
     run_info.announce(config, run.trainer.task)

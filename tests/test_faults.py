@@ -492,6 +492,9 @@ BAD_INPUTS = [
      "--num-particles 99999999999999999999 needs at least"),
     ("--num-test-starts 10**12", None, ["train", *TINY, "--num-test-starts", str(10**12), "--out", "HERE/new"], 2,
      "--num-test-starts 1000000000000 needs at least"),
+    ("2 N W past int32", None, ["train", "--task", "lorenz", "--num-particles", "600", "--horizon", "2000000",
+                                "--unroll-length", "2000000", "--num-test-starts", "2", "--out", "HERE/new"], 2,
+     "--num-particles 600 gives 2,400,000,000 environment steps per update, more than the 2,147,483,647"),
     ("nres variance --num-samples 10**13", None, ["variance", "--num-samples", str(10**13), "--out", "HERE/var"], 2,
      "--num-samples 10000000000000 needs at least"),
 ]
