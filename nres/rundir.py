@@ -112,6 +112,9 @@ def read_config(path: str | pathlib.Path) -> dict:
     return stored
 
 
+COUNTERS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps")  # in every row, beside its metrics
+
+
 def is_eval_row(row: dict) -> bool:
     """Evaluation rows carry the task's test metrics instead of ``train_loss``."""
     return "train_loss" not in row

@@ -410,6 +410,13 @@ def _foreign_rows(run: pathlib.Path) -> None:
     rundir.write_metrics(run, rows)
 
 
+def _rows_of_another_task(run: pathlib.Path) -> None:
+    """metrics.jsonl of a learned-optimizer run with the same N, W, T: the counts agree, the
+    evaluation rows hold its metrics (test_loss and test_accuracy)."""
+    rows = rundir.read_metrics(run)
+    rundir.write_metrics(run, [row | {"test_accuracy": 0.5} if rundir.is_eval_row(row) else row for row in rows])
+
+
 def _other_final_theta(run: pathlib.Path) -> None:
     with np.load(run / rundir.THETAS) as data:
         arrays = dict(data)
@@ -432,6 +439,8 @@ DAMAGED = [
     ("empty metrics.jsonl", _corrupt("metrics.jsonl", b""), RESUME, 2, "lacks the train rows of 12 of the 12"),
     ("deleted metrics.jsonl", _delete("metrics.jsonl"), RESUME, 2, "lacks the train rows of 12 of the 12"),
     ("metrics.jsonl of another run", _foreign_rows, RESUME, 2, "the files are not of one run"),
+    ("metrics.jsonl of another task", _rows_of_another_task, RESUME, 2, "row of update 0 holds the metrics "
+     "test_accuracy, test_loss, not this task's (test_loss): the rows are of another task"),
     ("deleted thetas.npz", _delete("thetas.npz"), RESUME, 2, "lacks the theta of update 12"),
     ("thetas.npz of another run", _other_final_theta, RESUME, 2, "differs from checkpoint.npz's"),
     ("deleted checkpoint.npz with thetas", _delete("checkpoint.npz"), RESUME, 2,
