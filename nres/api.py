@@ -133,7 +133,7 @@ def compare(experiment, out: Optional[PathLike] = None, *, seeds: Optional[int] 
     import json
 
     from nres.experiments import spec
-    from nres.experiments.cli import run_experiment
+    from nres.experiments.cli import resume_flags, run_experiment
     from nres.run import RunStopped
 
     file = str(experiment) if isinstance(experiment, (str, pathlib.Path)) else "FILE"
@@ -144,7 +144,8 @@ def compare(experiment, out: Optional[PathLike] = None, *, seeds: Optional[int] 
     if methods:
         experiment = experiment.only(list(methods))
     out = pathlib.Path(out or f"runs/compare-{experiment.name}")
-    code = run_experiment(experiment, out, jobs, backend, ray_address, summary_only, file)
+    code = run_experiment(experiment, out, jobs, backend, ray_address, summary_only, file,
+                          resume_flags(seeds, methods, jobs, backend, ray_address))
     if code:
         raise RunStopped(f"nres compare ended with exit code {code}; see {out}/logs/", code)
     return json.loads((out / "summary.json").read_text())

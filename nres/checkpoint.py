@@ -36,9 +36,11 @@ def atomic_write(path: str | pathlib.Path, write: Callable[[Any], None], mode: s
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name the target
+            err.filename = str(path)
         raise
 
 

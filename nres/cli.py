@@ -258,7 +258,22 @@ def parse_train(argv: Sequence[str]) -> tuple[dict, Optional[TrainConfig], dict]
     file_layer = load_config_file(control["config"]) if control["config"] else {}
     from nres.build import resolve_config  # imports JAX: after the command has started
 
-    return control, resolve_config(file_layer, {**flags, "task_options": task_flags}), args
+    config = resolve_config(file_layer, {**flags, "task_options": task_flags})
+    _check_flags_apply(flags, config)
+    return control, config, args
+
+
+def _check_flags_apply(flags: dict, config: TrainConfig) -> None:
+    """A flag given on the command line that the run would ignore is an error (a default
+    or a config file's shared setting is not): e.g. ``--sigma`` for an autodiff method."""
+    from nres.estimators import unused_settings
+
+    for name in unused_settings(config.estimator):
+        if name in flags:
+            raise ConfigError(f"{_flag(name)} does not apply to estimator {config.estimator!r}, which has no use "
+                              f"for {name}; remove it")
+    if "lr_decay" in flags and config.lr_schedule != "piecewise":
+        raise ConfigError(f"--lr-decay applies to --lr-schedule piecewise, not {config.lr_schedule!r}")
 
 
 def cmd_train(argv: Sequence[str]) -> int:
@@ -334,7 +349,7 @@ def cmd_eval(argv: Sequence[str]) -> int:
 
 def cmd_plot(argv: Sequence[str]) -> int:
     from nres import rundir
-    from nres.plotting import X_AXES, plot_comparison, run_label
+    from nres.plotting import X_AXES, image_format, plot_comparison, run_label
 
     parser = _Parser(prog="nres plot", description="Compare runs: one curve per run.")
     parser.add_argument("runs", nargs="+", metavar="DIR")
@@ -359,14 +374,23 @@ def cmd_plot(argv: Sequence[str]) -> int:
     if metric not in present:
         raise ConfigError(f"no run has metric {metric!r}; metrics present: {', '.join(present) or 'none'}")
     out = pathlib.Path(args.out)
+    try:
+        image_format(out)
+    except ValueError as err:
+        raise ConfigError(f"--out {args.out!r}: {err}") from None
     if out.is_dir():
         raise ConfigError(f"--out {args.out!r} is a directory; give a file name such as cmp.png")
-    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
-        raise ConfigError(f"--out {args.out!r}: a parent of it is a file, not a directory")
+    check_parents(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     curves = plot_comparison(runs, args.out, args.x, metric)
     print(f"wrote {args.out}: {curves} curves of {metric} against {args.x}")
     return 0
+
+
+def check_parents(out: pathlib.Path) -> None:
+    """ConfigError when a parent of the ``--out`` path is a file (it could never be made)."""
+    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
+        raise ConfigError(f"--out {str(out)!r}: a parent of it is a file, not a directory")
 
 
 # Commands defined elsewhere are imported only when used: "module:function".
@@ -400,12 +424,29 @@ def _bad_input_errors() -> tuple[type, ...]:
     return (ConfigError,) + tuple(getattr(sys.modules[m], n) for m, n in names.items() if m in sys.modules)
 
 
-def _os_error_message(err: OSError) -> str:
+# What a full disk left behind, and how to go on, for each command (files are written whole or not at all).
+DISK_FULL_ADVICE = {
+    "train": "the last checkpoint is intact, free space and resume",
+    "eval": "the run's files are each intact (old or new), free space and run `nres eval` again",
+    "plot": "nothing was written, free space and run `nres plot` again",
+    "variance": "the results written so far are whole files, free space and run `nres variance` again with "
+                "--overwrite",
+    "compare": "finished runs are kept, free space and run `nres compare` again to resume the others",
+}
+
+
+def _os_error_message(err: OSError, command: str = "train") -> str:
     where = f" {err.filename!r}" if err.filename else ""
     what = err.strerror or str(err)
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"cannot write{where}: {what}; the last checkpoint is intact, free space and resume"
+        advice = DISK_FULL_ADVICE.get(command, "files are written whole or not at all, free space and run it again")
+        return f"cannot write{where}: {what}; {advice}"
     return f"cannot access{where}: {what}"
+
+
+def _command_name(argv: Sequence[str]) -> str:
+    """The command ``argv`` runs (flags alone train)."""
+    return argv[0] if argv and argv[0] in COMMANDS else "train"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -442,7 +483,7 @@ def _guarded(argv: Optional[Sequence[str]]) -> int:
         print("nres: aborted (the last checkpoint, if any, is intact)", file=sys.stderr)
         return 130
     except OSError as err:
-        print(f"nres: error: {_os_error_message(err)}", file=sys.stderr)
+        print(f"nres: error: {_os_error_message(err, _command_name(argv))}", file=sys.stderr)
         return EXIT_OS_ERROR
     except Exception as err:
         return _report_error(err, debug)
@@ -487,6 +528,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
               "  --debug   (anywhere; or NRES_DEBUG=1) print the whole traceback of an error\n",
               file=sys.stdout if argv else sys.stderr)
         return 0 if argv else EXIT_BAD_INPUT
+    from nres import progress
+
+    progress.interval_s()  # a bad $NRES_PROGRESS_INTERVAL: one line before the command starts
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         if command.startswith("-"):

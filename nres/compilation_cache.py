@@ -23,6 +23,8 @@ import concurrent.futures
 import functools
 import os
 import pathlib
+import re
+import sys
 import threading
 from typing import Optional
 
@@ -78,7 +80,41 @@ def enable(setting: Optional[str] = None) -> Optional[pathlib.Path]:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _quiet_cache_warnings()
     return path
+
+
+# JAX warns once per program it cannot read from or write to its cache (a read-only, full or
+# damaged directory): 16-20 warnings of several lines in a run, which still works (it compiles
+# anew). The command says it once, in one line.
+_CACHE_WARNING = re.compile(r"Error (reading|writing) persistent compilation cache entry for '[^']*': ?(.*)", re.S)
+_cache_warned = False
+
+
+def _quiet_cache_warnings() -> None:
+    """Replace JAX's warnings about unusable cache entries by one line on stderr per process."""
+    import warnings
+
+    show = warnings.showwarning
+    if getattr(show, "nres_cache", False):
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        found = _CACHE_WARNING.match(str(message))
+        if found is None:
+            return show(message, category, filename, lineno, file, line)
+        global _cache_warned
+        if not _cache_warned:
+            _cache_warned = True
+            reason = " ".join(found.group(2).split())[:200]
+            effect = ("compiling anew (deleting the directory is safe)" if found.group(1) == "reading"
+                      else "the run goes on, its programs are not stored")
+            print(f"nres: warning: cannot {found.group(1)[:-3].replace('writ', 'write')} the compilation cache "
+                  f"{str(_active)!r} ({reason}); {effect}; {ENV}=off turns the cache off", file=sys.stderr,
+                  flush=True)
+
+    showwarning.nres_cache = True
+    warnings.showwarning = showwarning
 
 
 # -- compiled programs stored whole ------------------------------------------------------

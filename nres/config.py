@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 import typing
@@ -153,10 +154,19 @@ def load_config_file(path: str | pathlib.Path) -> dict:
     except ConfigError:
         raise
     except Exception as err:  # the parsers' own error types differ
-        raise ConfigError(f"config file {str(path)!r} is not valid: {err}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid: {_parse_error(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of settings")
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _parse_error(err: Exception) -> str:
+    """A parser's error on one line: YAML's several lines become ``problem at line L,
+    column C`` (1-based); TOML's and JSON's are one line already."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None and getattr(err, "problem", None):
+        return f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())
 
 
 def validate(config: TrainConfig, estimators) -> None:
@@ -168,6 +178,8 @@ def validate(config: TrainConfig, estimators) -> None:
             return
         if not value > 0:
             raise ConfigError(f"setting {name!r} must be positive, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"setting {name!r} must be finite, got {value!r}")
 
     if config.estimator not in estimators:
         raise ConfigError(f"unknown estimator {config.estimator!r}; choose one of {', '.join(estimators)}")
@@ -175,7 +187,8 @@ def validate(config: TrainConfig, estimators) -> None:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if config.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    for name in ("num_particles", "unroll_length", "sigma", "lr", "iterations", "checkpoint_every", "max_nonfinite"):
+    for name in ("num_particles", "unroll_length", "sigma", "lr", "lr_decay", "iterations", "checkpoint_every",
+                 "max_nonfinite"):
         positive(name)
     for name in ("horizon", "noise_period", "grad_clip"):
         positive(name, allow_none=True)
@@ -185,8 +198,14 @@ def validate(config: TrainConfig, estimators) -> None:
         raise ConfigError(f"setting 'eval_every' must be >= 0, got {config.eval_every}")
     if config.horizon is not None and config.unroll_length > config.horizon and config.estimator != "fulles":
         raise ConfigError(f"setting 'unroll_length' W={config.unroll_length} exceeds the horizon T={config.horizon}")
-    if any(not isinstance(b, int) or b <= 0 for b in config.lr_boundaries):
-        raise ConfigError(f"setting 'lr_boundaries' must be positive update counts, got {list(config.lr_boundaries)}")
+    boundaries = list(config.lr_boundaries)
+    if any(not isinstance(b, int) or isinstance(b, bool) or b <= 0 for b in boundaries):
+        raise ConfigError(f"setting 'lr_boundaries' must be positive update counts, got {boundaries}")
+    if any(a >= b for a, b in zip(boundaries, boundaries[1:])):
+        raise ConfigError(f"setting 'lr_boundaries' must increase, got {boundaries}")
+    if boundaries and config.lr_schedule != "piecewise":
+        raise ConfigError(f"setting 'lr_boundaries' {boundaries} needs lr_schedule 'piecewise', got "
+                          f"{config.lr_schedule!r}")
 
 
 def config_to_dict(config: TrainConfig) -> dict:

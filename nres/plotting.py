@@ -26,10 +26,29 @@ X_AXES = {
 SMOOTHING_POINTS = 50  # the moving average spans about len(curve) / SMOOTHING_POINTS points
 
 
+def image_format(out: str | pathlib.Path) -> str:
+    """The image format of ``out`` from its extension (``png`` without one); ValueError for
+    an extension matplotlib cannot write, listing those it can."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    extension = pathlib.Path(out).suffix.lstrip(".").lower() or "png"
+    if extension not in supported:
+        raise ValueError(f"cannot write {pathlib.Path(out).suffix!r} images; give a file name ending in "
+                         + ", ".join("." + name for name in sorted(supported)))
+    return extension
+
+
 def save(fig, out: str | pathlib.Path) -> None:
-    """Write ``fig`` as a PNG at 100 dpi with fast compression (zlib level 1: about a
+    """Write ``fig`` at 100 dpi in the format of ``out``'s extension, atomically (a
+    temporary file renamed: a failed write, e.g. on a full disk, leaves no truncated
+    image and an earlier one intact). PNGs use fast compression (zlib level 1: about a
     third of the encoding time of the default level 6, for a file about 10% larger)."""
-    fig.savefig(out, dpi=100, pil_kwargs={"compress_level": 1})
+    from nres.checkpoint import atomic_write
+
+    kind = image_format(out)
+    options = {"pil_kwargs": {"compress_level": 1}} if kind == "png" else {}
+    atomic_write(out, lambda handle: fig.savefig(handle, format=kind, dpi=100, **options))
 
 
 def pyplot():

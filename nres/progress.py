@@ -10,6 +10,7 @@ with ``\\r`` frames.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,12 +19,26 @@ from typing import Any, Iterable, Iterator, Optional, TextIO
 DEFAULT_INTERVAL_S = 30.0
 
 
+INTERVAL_ENV = "NRES_PROGRESS_INTERVAL"
+
+
 def interval_s() -> float:
-    """Seconds between plain progress lines (``$NRES_PROGRESS_INTERVAL``, default 30)."""
-    try:
-        return max(0.0, float(os.environ.get("NRES_PROGRESS_INTERVAL", DEFAULT_INTERVAL_S)))
-    except ValueError:
+    """Seconds between plain progress lines (``$NRES_PROGRESS_INTERVAL``, default 30; ``inf``:
+    only the first and last). Raises :class:`nres.config.ConfigError` for a value that is not a
+    number of seconds >= 0 (the ``nres`` command checks it before it starts)."""
+    text = os.environ.get(INTERVAL_ENV, "").strip()
+    if not text:
         return DEFAULT_INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # nan too
+        from nres.config import ConfigError
+
+        raise ConfigError(f"{INTERVAL_ENV}={text!r} must be a number of seconds >= 0 (default "
+                          f"{DEFAULT_INTERVAL_S:g})")
+    return value
 
 
 class PlainProgress:

@@ -25,6 +25,7 @@ from nres.plotting import plot_run_curves, run_label
 from nres.progress import progress, track
 from nres.runlog import RunLog, divergence, save_checkpoint, train_rows  # noqa: F401 (divergence: part of this module's API)
 from nres.step import Learner
+from nres.tasks import get_task_entry
 from nres.training import Trainer
 
 
@@ -37,7 +38,7 @@ class RunStopped(RuntimeError):
 
 
 EXIT_DIVERGED = 3
-COUNTER_KEYS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps")
+COUNTER_KEYS = rundir.COUNTERS
 
 
 class _Reporter:
@@ -186,9 +187,12 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     """Validate everything, then create the run directory and train."""
     path = pathlib.Path(out) if out else default_out_dir(config)
     rundir.check_out(path, overwrite)
+    rundir.check_free(path)  # another process trains it: refused before the task is built
     run = Run(path, config, engine)  # builds task, estimator, optimiser, engine: fails before any file is written
     if config.estimator not in ES_ESTIMATORS:  # differentiating the task fails only when traced
         run.trainer.check()
+    sizes.check_count("--num-particles", config.num_particles, run.trainer.estimator.env_steps_per_update,
+                      "environment steps per update")
     sizes.check_fits("--num-particles", config.num_particles, sizes.tree_bytes(run.trainer.learner_template()),
                      "theta, optimiser state and every particle's state")
     run_info.announce(config, run.trainer.task)
@@ -213,6 +217,7 @@ def load_run(path: str | pathlib.Path, iterations: Optional[int] = None,
              engine: Optional[EngineOptions] = None) -> Run:
     path = pathlib.Path(path)
     stored = rundir.read_config(path)
+    rundir.check_free(path)  # another process trains it: refused before the task is built
     overrides = {"iterations": iterations} if iterations is not None else {}
     try:
         config = resolve_config(stored["config"], overrides)
@@ -238,7 +243,8 @@ def resume_run(path: str | pathlib.Path, iterations: Optional[int] = None, progr
         rundir_check.check_resumable(run.path, rundir.read_config(run.path)["config"].get("iterations"), iterations,
                                      (None if run.trainer.task.done is not None else estimator.env_steps_per_update,
                                       estimator.sequential_steps_per_update),
-                                     None if state is None else state[0].theta)
+                                     None if state is None else state[0].theta,
+                                     get_task_entry(run.config.task).metrics)
         interrupts.check()  # a stop deferred during start-up ends here, before any file is written
         with rundir.RunLock(run.path):
             if iterations is not None:

@@ -112,6 +112,9 @@ def read_config(path: str | pathlib.Path) -> dict:
     return stored
 
 
+COUNTERS = ("iteration", "wall_time_s", "total_env_steps", "sequential_steps")  # in every row, beside its metrics
+
+
 def is_eval_row(row: dict) -> bool:
     """Evaluation rows carry the task's test metrics instead of ``train_loss``."""
     return "train_loss" not in row
@@ -189,8 +192,11 @@ class RunLock:
     temporary files that a killed writer can leave (``.NAME.XXXX.tmp``).
     """
 
-    def __init__(self, path: str | pathlib.Path):
+    BUSY = "{path!r} is being trained by pid {pid}; wait for it or stop it first"
+
+    def __init__(self, path: str | pathlib.Path, busy: str = BUSY):
         self.path = pathlib.Path(path)
+        self.busy = busy  # the error when another process holds it ({path!r}, {pid})
         self.fd: int | None = None
 
     def __enter__(self) -> "RunLock":
@@ -200,17 +206,16 @@ class RunLock:
             return self
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            _flock(fd, fcntl.LOCK_EX, self.path, self.busy)
+        except BaseException:
             os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunDirError(f"{str(self.path)!r} is being trained by pid {holder}; "
-                                  "wait for it or stop it first") from None
             raise
         self.fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same; a second writer's message lacks the pid
+            pass
         for stale in self.path.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
         return self
@@ -219,6 +224,36 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
+
+
+def _flock(fd: int, kind: int, path: pathlib.Path, busy: str) -> None:
+    """``flock(fd, kind)`` without waiting; RunDirError(``busy``) naming the holder's pid if taken."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirError(busy.format(path=str(path), pid=holder)) from None
+        raise
+
+
+def check_free(path: str | pathlib.Path, busy: str = RunLock.BUSY) -> None:
+    """Raise RunDirError at once if another process holds ``path``'s :class:`RunLock`, so a
+    command refuses before it spends time building its task (reads only; the command takes
+    the lock itself before it writes)."""
+    path = pathlib.Path(path)
+    try:
+        import fcntl
+
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except (ImportError, OSError):  # not POSIX, or no lock file: nobody holds it
+        return
+    try:
+        _flock(fd, fcntl.LOCK_SH, path, busy)  # a shared lock conflicts only with a holder's exclusive one
+    finally:
+        os.close(fd)
 
 
 def check_out(path: str | pathlib.Path, overwrite: bool) -> None:

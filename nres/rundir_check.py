@@ -58,7 +58,8 @@ def checkpoint_counters(path: str | pathlib.Path) -> Optional[dict]:
 
 
 def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], iterations: Optional[int],
-                    steps_per_update: tuple[Optional[int], int], theta: Optional[PyTree] = None) -> Optional[dict]:
+                    steps_per_update: tuple[Optional[int], int], theta: Optional[PyTree] = None,
+                    metrics: tuple[str, ...] = ()) -> Optional[dict]:
     """Raise :class:`nres.rundir.RunDirError` unless the run in ``path`` can be resumed.
 
     Args:
@@ -68,6 +69,8 @@ def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], ite
         (env steps None: the task's episodes may end early, so they vary).
       theta: the checkpoint's theta (a pytree of arrays), compared bit for bit with the
         saved theta of its update.
+      metrics: the metrics every evaluation row of the run's task holds
+        (``TaskEntry.metrics``; empty: not checked).
 
     Returns the checkpoint's counters, or None for a half-made run (no checkpoint), which
     starts over.
@@ -90,6 +93,7 @@ def check_resumable(path: str | pathlib.Path, run_iterations: Optional[int], ite
         raise rundir.RunDirError(f"--iterations {iterations} is below update {done}, which the run in "
                                  f"{str(path)!r} has reached; give at least {done}")
     _check_rows(path, counters, steps_per_update)
+    _check_metric_names(path, metrics)
     if done not in set(saved.tolist()):
         raise rundir.RunDirError(f"{str(path / rundir.THETAS)!r} lacks the theta of update {done}, the "
                                  f"checkpoint's (it holds {_span(saved)})")
@@ -126,6 +130,20 @@ def _check_rows(path: pathlib.Path, counters: dict, steps_per_update: tuple[Opti
                 f"{counters['sequential_steps']}, env steps {counters['total_env_steps']} at update {done}) and "
                 f"this run's estimator do not give: the files are not of one run")
         previous = env
+
+
+def _check_metric_names(path: pathlib.Path, metrics: tuple[str, ...]) -> None:
+    """Every evaluation row holds exactly the task's metrics: rows of another task (whose
+    counters may agree, for the same N, W and T) are refused."""
+    if not metrics:
+        return
+    for row in rundir.read_metrics(path):
+        if rundir.is_eval_row(row) and set(row) - set(rundir.COUNTERS) != set(metrics):
+            got = sorted(set(row) - set(rundir.COUNTERS))
+            raise rundir.RunDirError(
+                f"{str(path / rundir.METRICS)!r} row of update {row.get('iteration')} holds the metrics "
+                f"{', '.join(got) or 'none'}, not this task's ({', '.join(sorted(metrics))}): the rows are of "
+                "another task")
 
 
 def _saved_iterations(path: pathlib.Path) -> np.ndarray:

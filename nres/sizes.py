@@ -50,6 +50,17 @@ def check_fits(setting: str, value, needed: int, what: str, available: Optional[
                           f"{human(available)} available; lower it")
 
 
+INT32_MAX = 2**31 - 1  # the largest count a compiled program's int32 counter holds
+
+
+def check_count(setting: str, value, count: int, what: str) -> None:
+    """Raise ConfigError if ``count`` (e.g. the environment steps of one update, counted in
+    int32 inside the compiled step) exceeds :data:`INT32_MAX`."""
+    if count > INT32_MAX:
+        raise ConfigError(f"{setting} {value} gives {count:,} {what}, more than the {INT32_MAX:,} a step counter "
+                          "holds; lower it")
+
+
 def check_train(config, available: Optional[int] = None) -> None:
     """The settings of a :class:`nres.config.TrainConfig` that set allocations, before any
     task is built: ``N`` antithetic pairs each hold two particles of at least one number

@@ -138,6 +138,17 @@ def test_plot_compares_runs(run_a, tmp_path, capsys):
         (["train", "--task", "pong"], "unknown task 'pong'"),
         (["train", "--estimator", "gpes"], "needs noise_period"),
         (["frobnicate"], "unknown command 'frobnicate'"),
+        (["train", "--lr", "inf"], "'lr' must be finite, got inf"),
+        (["train", "--lr", "nan"], "'lr' must be positive, got nan"),
+        (["train", "--lr", "0"], "'lr' must be positive, got 0.0"),
+        # a flag the chosen estimator would ignore (its default, or a config file's shared value, is fine)
+        (["train", "--estimator", "tbptt", "--sigma", "0.5"], "--sigma does not apply to estimator 'tbptt'"),
+        (["train", "--estimator", "fulles", "--unroll-length", "50"],
+         "--unroll-length does not apply to estimator 'fulles'"),
+        (["train", "--lr-decay", "0.5"], "--lr-decay applies to --lr-schedule piecewise, not 'constant'"),
+        (["train", "--lr-boundaries", "1000"], "'lr_boundaries' [1000] needs lr_schedule 'piecewise'"),
+        (["train", "--lr-schedule", "piecewise", "--lr-boundaries", "500", "100"],
+         "'lr_boundaries' must increase, got [500, 100]"),
     ],
 )
 def test_bad_flags_give_one_line_and_write_nothing(tmp_path, capsys, args, message):
@@ -305,3 +316,23 @@ def test_bare_nres_lists_the_commands_and_trains_nothing(tmp_path, monkeypatch, 
     assert captured.out == "" and captured.err.startswith("usage: nres") and "train" in captured.err
     assert not list(tmp_path.iterdir()), "bare nres wrote something (a run?)"
     assert main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: nres")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_progress_interval_is_one_line_before_anything_starts(tmp_path, capsys, monkeypatch, value):
+    monkeypatch.setenv("NRES_PROGRESS_INTERVAL", value)
+    out = tmp_path / "never"
+    assert main(["train", "--task", "linear", "--iterations", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"nres: error: NRES_PROGRESS_INTERVAL={value!r} must be a number of seconds >= 0 (default 30)\n"
+    assert not out.exists()
+
+
+def test_settings_an_estimator_ignores_are_fine_from_defaults_and_config_files(tmp_path):
+    shared = tmp_path / "shared.toml"
+    shared.write_text("sigma = 0.5\nunroll_length = 4\n")  # e.g. settings shared by several methods
+    from nres.cli import parse_train
+
+    for estimator in ("tbptt", "fulles"):
+        _, config, _ = parse_train(["--task", "linear", "--estimator", estimator, "--config", str(shared)])
+        assert config.estimator == estimator and config.sigma == 0.5

@@ -2,8 +2,13 @@
 the Ray backend, and the quick Lorenz experiment CI runs."""
 
 import json
+import os
 import pathlib
+import shlex
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,6 +152,85 @@ def test_a_different_setting_in_an_existing_output_is_refused(compared, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "other settings (unroll_length: 4 here, 2 in the file)" in err, err
     assert mtimes(out) == before
+
+
+def test_failed_runs_are_reported_on_stderr(compared, tmp_path, capsys):
+    tmp, original = compared
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    damaged = out / "fulles" / "seed1" / rundir.CHECKPOINT
+    damaged.write_bytes(damaged.read_bytes()[:100])  # the resume refuses it: exit 2 in the run's log
+    assert main(["compare", str(experiment(tmp_path)), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "run(s) failed" not in captured.out, captured.out
+    assert captured.err == f"nres: error: 1 run(s) failed (fulles/seed1); see {out}/logs/\n", captured.err
+    assert "is unreadable" in (out / "logs" / "fulles-seed1.log").read_text()
+
+
+def test_a_directory_in_use_by_another_compare_is_refused_at_once(compared, tmp_path, capsys):
+    _, original = compared
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    # another process holds the directory's lock, as a running `nres compare` does
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from nres.experiments.cli import BUSY; "
+                               "from nres.rundir import RunLock; lock = RunLock(sys.argv[1], BUSY).__enter__(); "
+                               "print('held', flush=True); sys.stdin.read()", str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {str(p): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        for extra in ([], ["--summary-only"]):
+            assert main(["compare", str(experiment(tmp_path)), "--out", str(out), *extra]) == 2
+            captured = capsys.readouterr()
+            assert captured.out == "" and captured.err == (
+                f"nres: error: {str(out)!r} is in use by another `nres compare` (pid {holder.pid}); wait for it or "
+                "stop it first\n"), captured
+        assert {str(p): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert main(["compare", str(experiment(tmp_path)), "--out", str(out)]) == 0  # free again
+
+
+def test_progress_lines_on_stderr_while_runs_train(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NRES_PROGRESS_INTERVAL", "0.5")
+    out = tmp_path / "out"
+    assert main(["compare", str(experiment(tmp_path)), "--out", str(out), "--seeds", "1", "--methods", "nres"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines and all(line.startswith("nres compare: 0 of 1 runs finished, 1 running (nres/seed0 ")
+                         and line.endswith(" s") for line in lines), captured.err
+    assert any("at update " in line and " of 6)" in line for line in lines) or len(lines) < 3, lines
+    assert "nres/seed0: done" in captured.out
+
+
+@pytest.mark.slow
+def test_a_second_compare_is_refused_and_an_interrupt_suggests_the_same_selection(tmp_path, capsys):
+    """Two `nres compare` on one directory: the second is refused with one line while the first
+    goes on; the first, interrupted, suggests a command that resumes the same methods and seeds."""
+    path = experiment(tmp_path, iterations=100_000)  # far more than runs before the interrupt
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "nres.cli", "compare", str(path), "--out", str(out),
+                              "--seeds", "1", "--methods", "nres"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [first.stdout.readline() for _ in range(2)]
+        assert lines[1].strip() == "nres/seed0: starting", lines
+        assert main(["compare", str(path), "--out", str(out)]) == 2  # every method: refused, not run
+        err = capsys.readouterr().err
+        assert f"is in use by another `nres compare` (pid {first.pid})" in err and err.count("\n") == 1, err
+        assert not (out / "fulles").exists() and first.poll() is None
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, err
+    hint = err.strip().splitlines()[-1]
+    assert hint.startswith("nres: interrupted; partial summary") and hint.endswith("` resumes"), err
+    command = shlex.split(hint.split("`")[1])
+    assert command == ["nres", "compare", str(path), "--out", str(out), "--seeds", "1", "--methods", "nres"], hint
+    assert "failed" not in err
 
 
 @pytest.mark.slow

@@ -49,14 +49,19 @@ def _rows(path):
 
 
 @pytest.mark.slow
+def train_in_a_process(out, setting) -> str:
+    """``nres train`` in a fresh process (nothing compiled in memory); its stderr."""
+    cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--out", str(out), "--compilation-cache", setting]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
 def test_cache_cold_warm_and_off_give_identical_metrics(tmp_path):
     cache = tmp_path / "cache"
 
-    def train(name, setting):  # a fresh process: nothing compiled in memory
-        cmd = [sys.executable, "-m", "nres.cli", "train", *TINY, "--out", str(tmp_path / name),
-               "--compilation-cache", setting]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
+    def train(name, setting):
+        train_in_a_process(tmp_path / name, setting)
 
     train("cold", str(cache))
     entries = sorted(os.listdir(cache))
@@ -71,6 +76,35 @@ def test_cache_cold_warm_and_off_give_identical_metrics(tmp_path):
     assert _rows(tmp_path / "warm") == cold and _rows(tmp_path / "off") == cold
     assert json.loads((tmp_path / "off" / "config.json").read_text())["config"] == \
         json.loads((tmp_path / "cold" / "config.json").read_text())["config"]
+
+
+def test_a_garbled_or_read_only_cache_is_one_warning_line_and_the_run_goes_on(tmp_path):
+    cache = tmp_path / "cache"
+
+    def train(name, setting):
+        return train_in_a_process(tmp_path / name, setting)
+
+    assert "warning" not in train("cold", str(cache))
+    entries = [p for p in cache.rglob("*") if p.is_file()]
+    assert len(entries) > 10, entries
+    for entry in entries:
+        entry.write_bytes(b"garbage")
+    err = train("garbled", str(cache))
+    assert err.count("\n") == 1 and err.startswith(f"nres: warning: cannot read the compilation cache {str(cache)!r} ("), err
+    assert "compiling anew (deleting the directory is safe); NRES_COMPILATION_CACHE=off turns the cache off" in err
+    assert _rows(tmp_path / "garbled") == _rows(tmp_path / "cold")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(empty)],
+                      capture_output=True).returncode:
+        return  # a read-only directory needs a mount (root ignores permissions); the garbled case is checked
+    try:
+        err = train("read-only", str(empty))
+    finally:
+        subprocess.run(["umount", "-l", str(empty)], check=False)
+    assert err.count("\n") == 1 and "nres: warning: cannot write the compilation cache" in err, err
+    assert "Read-only file system" in err and "the run goes on, its programs are not stored" in err, err
+    assert _rows(tmp_path / "read-only") == _rows(tmp_path / "cold")
 
 
 @pytest.mark.slow

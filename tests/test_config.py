@@ -32,6 +32,14 @@ def test_linear_task_defaults_apply():
         ({"task_options": {"gravity": 1}}, "unknown option 'gravity' for task 'lorenz'"),
         ({"task_options": {"dt": "small"}}, "'dt' must be a number"),
         ({"lr_boundaries": [0]}, "lr_boundaries"),
+        ({"lr": float("inf")}, "'lr' must be finite, got inf"),
+        ({"lr": float("nan")}, "'lr' must be positive, got nan"),
+        ({"sigma": float("inf")}, "'sigma' must be finite"),
+        ({"grad_clip": float("inf")}, "'grad_clip' must be finite"),
+        ({"lr_decay": 0.0}, "'lr_decay' must be positive"),
+        ({"lr_boundaries": [1000]}, r"'lr_boundaries' \[1000\] needs lr_schedule 'piecewise', got 'constant'"),
+        ({"lr_schedule": "piecewise", "lr_boundaries": [500, 100]}, r"'lr_boundaries' must increase, got \[500, 100\]"),
+        ({"lr_schedule": "piecewise", "lr_boundaries": [500, 500]}, "'lr_boundaries' must increase"),
     ],
 )
 def test_bad_settings_are_named(layer, match):

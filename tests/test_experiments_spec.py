@@ -59,6 +59,7 @@ def test_a_file_resolves_to_methods_with_budget_in_updates(tmp_path):
     (("seeds = [3, 5]", "seeds = []"), "seeds"),
     (("env_steps = 1000", "env_steps = 1000\niterations = 5"), "budget"),
     (("[settings]", "[settings]\nseed = 4"), "settings.seed"),  # the comparison sets seeds
+    (("seeds = [3, 5]", "seeds = [3, 5]\nmetric = \"test_bogus\""), "metric"),  # no run reports it
 ])
 def test_bad_files_give_one_line_naming_the_key(tmp_path, capsys, edit, key):
     path = write(tmp_path, GOOD.replace(*edit))
@@ -67,6 +68,14 @@ def test_bad_files_give_one_line_naming_the_key(tmp_path, capsys, edit, key):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("nres: error: ") and repr(key) in err, err
     assert not out.exists()
+
+
+def test_a_metric_no_run_reports_names_the_tasks_metrics(tmp_path, capsys):
+    path = write(tmp_path, GOOD.replace("seeds = [3, 5]", "seeds = [3, 5]\nmetric = \"test_bogus\""))
+    assert main(["compare", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no run of task 'linear' reports 'test_bogus'; choose one of train_loss, test_loss" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_empty_method_list(tmp_path, capsys):

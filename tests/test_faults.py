@@ -229,6 +229,36 @@ def test_a_second_writer_is_refused_while_the_first_trains(subprocess_env, tmp_p
     assert [r["iteration"] for r in rows] == sorted(r["iteration"] for r in rows)
 
 
+def test_a_run_held_by_another_process_is_refused_before_its_task_is_built(reference, tmp_path, capsys,
+                                                                            monkeypatch):
+    import nres.run
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom nres import rundir\n"
+                               "with rundir.RunLock(sys.argv[1]):\n print('held', flush=True); sys.stdin.read()",
+                               str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(run)
+
+        def build(*args, **kwargs):  # building a task (a learned optimizer's: 44 s) comes after the check
+            raise AssertionError("the task was built before the lock was checked")
+
+        monkeypatch.setattr(nres.run.Run, "__init__", build)
+        for argv in (["train", *RUN, "--out", str(run), "--overwrite"],
+                     ["train", "--resume", str(run), "--no-progress"],
+                     ["eval", str(run)]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err.strip()
+            assert err == (f"nres: error: {str(run)!r} is being trained by pid {holder.pid}; "
+                           "wait for it or stop it first"), err
+        assert snapshot(run) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
 @contextlib.contextmanager
 def tmpfs(path: pathlib.Path, size: str):
     path.mkdir()
@@ -283,6 +313,51 @@ def test_a_read_only_disk_ends_with_one_line_and_changes_nothing(reference, tmp_
         assert snapshot(run) == before
 
 
+def fill(disk: pathlib.Path) -> None:
+    """Use up every free byte of ``disk``."""
+    with open(disk / "filler", "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_in_each_commands_words_and_leaves_no_partial_file(reference, tmp_path, capsys):
+    experiment = tmp_path / "tiny.toml"
+    experiment.write_text('seeds = 1\ntargets = [1.0]\n[budget]\niterations = 2\n[settings]\ntask = "linear"\n'
+                          '[methods.nres]\n')
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        run = disk / "run"
+        shutil.copytree(reference, run)
+        assert main(["plot", str(run), "--out", str(disk / "old.png")]) == 0  # an image to replace
+        capsys.readouterr()
+        fill(disk)
+        before = snapshot(disk)
+        for argv, advice in (
+                (["plot", str(run), "--out", str(disk / "old.png")], "nothing was written, free space and run "
+                 "`nres plot` again"),
+                (["eval", str(run)], "the run's files are each intact (old or new), free space and run `nres eval` "
+                 "again"),
+                (["variance", "--task", "linear", "--estimators", "nres", "--num-samples", "4", "--out",
+                  str(disk / "old.png.d" / "var")], "free space and run `nres variance` again with --overwrite"),
+                (["compare", str(experiment), "--out", str(disk / "cmp")], "finished runs are kept, free space and "
+                 "run `nres compare` again to resume the others")):
+            assert main(argv) == 1, argv
+            lines = capsys.readouterr().err.strip().splitlines()
+            if argv[0] == "variance":  # its progress lines, then the error
+                lines = [line for line in lines if not line.startswith("nres variance: ")]
+            err = "\n".join(lines)
+            assert len(lines) == 1 and "No space left on device" in err and err.endswith(advice), err
+            assert err.startswith(f"nres: error: cannot write '{disk}/"), err
+            assert "the last checkpoint" not in err
+            after = snapshot(disk)
+            assert {k: after.get(k) for k in before} == before, argv  # every file as it was
+            assert all(not after[k] for k in set(after) - set(before)), argv  # at most an empty lock file
+            assert not list(disk.rglob(".*.tmp")), "a partial file was left"
+
+
 def _corrupt(name: str, data: bytes | None = None, truncate: int | None = None):
     def apply(run: pathlib.Path) -> None:
         file = run / name
@@ -335,6 +410,13 @@ def _foreign_rows(run: pathlib.Path) -> None:
     rundir.write_metrics(run, rows)
 
 
+def _rows_of_another_task(run: pathlib.Path) -> None:
+    """metrics.jsonl of a learned-optimizer run with the same N, W, T: the counts agree, the
+    evaluation rows hold its metrics (test_loss and test_accuracy)."""
+    rows = rundir.read_metrics(run)
+    rundir.write_metrics(run, [row | {"test_accuracy": 0.5} if rundir.is_eval_row(row) else row for row in rows])
+
+
 def _other_final_theta(run: pathlib.Path) -> None:
     with np.load(run / rundir.THETAS) as data:
         arrays = dict(data)
@@ -357,6 +439,8 @@ DAMAGED = [
     ("empty metrics.jsonl", _corrupt("metrics.jsonl", b""), RESUME, 2, "lacks the train rows of 12 of the 12"),
     ("deleted metrics.jsonl", _delete("metrics.jsonl"), RESUME, 2, "lacks the train rows of 12 of the 12"),
     ("metrics.jsonl of another run", _foreign_rows, RESUME, 2, "the files are not of one run"),
+    ("metrics.jsonl of another task", _rows_of_another_task, RESUME, 2, "row of update 0 holds the metrics "
+     "test_accuracy, test_loss, not this task's (test_loss): the rows are of another task"),
     ("deleted thetas.npz", _delete("thetas.npz"), RESUME, 2, "lacks the theta of update 12"),
     ("thetas.npz of another run", _other_final_theta, RESUME, 2, "differs from checkpoint.npz's"),
     ("deleted checkpoint.npz with thetas", _delete("checkpoint.npz"), RESUME, 2,
@@ -395,11 +479,16 @@ BAD_INPUTS = [
     ("--seed -1", None, ["train", *TINY, "--seed", "-1", "--out", "HERE/new"], 2, "must be in [0, 2**32 - 1]"),
     ("binary config file", _config_file("bin.toml", bytes(range(256))), ["train", "--config", "HERE/bin.toml"], 2,
      "not UTF-8"),
+    ("YAML config file with a tab", _config_file("tab.yaml", b"task: lorenz\n\tlr: 0.1\n"),
+     ["train", "--config", "HERE/tab.yaml"], 2, "tab.yaml' is not valid: found character '\\t' that cannot start "
+     "any token at line 2, column 1"),
     ("task = 5 in a config file", _config_file("five.toml", b"task = 5\n"), ["train", "--config", "HERE/five.toml"],
      2, "'task' must be a string"),
     ("--config DIR", None, ["train", "--config", "HERE"], 2, "is a directory"),
     ("nres plot --out EXISTING_FILE/x.png", _config_file("afile", b"x"),
      ["plot", "RUN_DIR", "--out", "HERE/afile/x.png"], 2, "is a file"),
+    ("nres plot --out x.bogusext", None, ["plot", "RUN_DIR", "--out", "HERE/x.bogusext"], 2,
+     "cannot write '.bogusext' images; give a file name ending in "),
     ("nres plot --metric bogus", None, ["plot", "RUN_DIR", "--metric", "bogus", "--out", "HERE/c.png"], 2,
      "metrics present: grad_norm"),
     ("--task rl --estimator bptt", None, ["train", "--task", "rl", "--estimator", "bptt", "--out", "HERE/new"], 2,
@@ -412,6 +501,9 @@ BAD_INPUTS = [
      "--num-particles 99999999999999999999 needs at least"),
     ("--num-test-starts 10**12", None, ["train", *TINY, "--num-test-starts", str(10**12), "--out", "HERE/new"], 2,
      "--num-test-starts 1000000000000 needs at least"),
+    ("2 N W past int32", None, ["train", "--task", "lorenz", "--num-particles", "600", "--horizon", "2000000",
+                                "--unroll-length", "2000000", "--num-test-starts", "2", "--out", "HERE/new"], 2,
+     "--num-particles 600 gives 2,400,000,000 environment steps per update, more than the 2,147,483,647"),
     ("nres variance --num-samples 10**13", None, ["variance", "--num-samples", str(10**13), "--out", "HERE/var"], 2,
      "--num-samples 10000000000000 needs at least"),
 ]

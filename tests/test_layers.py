@@ -11,9 +11,8 @@ ROOT = pathlib.Path(nres.__file__).parent
 
 # Lower number = lower layer. A module may import only from layers at or below its own.
 LAYERS = {
-    0: ("nres.tree", "nres.interrupts", "nres.progress", "nres.plotting", "nres.tensorboard", "nres.config",
-        "nres.tracebacks"),
-    1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes", "nres.optimizer"),
+    0: ("nres.tree", "nres.interrupts", "nres.progress", "nres.tensorboard", "nres.config", "nres.tracebacks"),
+    1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes", "nres.plotting", "nres.optimizer"),
     2: ("nres.particles",),
     3: ("nres.estimators", "nres.evaluation", "nres.step"),
     4: ("nres.tasks",),

@@ -1,4 +1,6 @@
-from nres.plotting import X_AXES, plot_comparison, plot_run_curves, run_label
+import pytest
+
+from nres.plotting import X_AXES, image_format, plot_comparison, plot_run_curves, run_label
 
 ROWS = [{"iteration": i, "wall_time_s": 0.1 * i, "total_env_steps": 10 * i, "sequential_steps": 5 * i,
          "train_loss": 100.0 / i} for i in range(1, 11)] + [{"iteration": 10, "wall_time_s": 1.0,
@@ -17,6 +19,17 @@ def test_comparison_counts_runs_with_the_metric(tmp_path):
     for axis in X_AXES:
         assert plot_comparison(runs, out, axis, "train_loss") == 2
     assert plot_comparison(runs, out, "updates", "test_loss") == 1
+
+
+def test_an_image_is_written_whole_in_the_format_of_its_extension_or_not_at_all(tmp_path):
+    for name, magic in (("c.pdf", b"%PDF"), ("c.svg", b"<?xml"), ("c.png", b"\x89PNG"), ("c", b"\x89PNG")):
+        plot_comparison([("a", ROWS)], tmp_path / name, "updates", "train_loss")
+        assert (tmp_path / name).read_bytes()[:len(magic)] == magic, name
+    with pytest.raises(ValueError, match=r"cannot write '.bogusext' images; .* ending in .*\.pdf, .*\.png, .*\.svg"):
+        image_format(tmp_path / "x.bogusext")
+    with pytest.raises(ValueError):
+        plot_comparison([("a", ROWS)], tmp_path / "x.bogusext", "updates", "train_loss")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "c.pdf", "c.png", "c.svg"]  # no partial file
 
 
 def test_labels_name_estimator_and_settings():

@@ -24,6 +24,14 @@ def test_what_fits_passes():
         sizes.check_fits("--num-particles", 10, 16 * GIB + 1, "x", available=16 * GIB)
 
 
+def test_a_count_past_int32_is_refused_naming_the_setting():
+    sizes.check_count("--num-particles", 10, 2**31 - 1, "environment steps per update")  # the largest that fits
+    with pytest.raises(ConfigError) as info:
+        sizes.check_count("--num-particles", 300_000_000, 2 * 300_000_000 * 100, "environment steps per update")
+    assert str(info.value) == ("--num-particles 300000000 gives 60,000,000,000 environment steps per update, more "
+                               "than the 2,147,483,647 a step counter holds; lower it")
+
+
 def test_available_memory_is_known_on_this_machine():
     available = sizes.available_bytes()
     assert available is None or available > 0

@@ -166,3 +166,20 @@ def test_user_frame_follows_the_suppressed_context():
     assert frame is not None and frame.name == "user_code" and frame.filename == __file__
     assert tracebacks.user_frame(ValueError("never raised")) is None
     assert not tracebacks.is_user_file(tracebacks.__file__) and not tracebacks.is_user_file(json.__file__)
+
+
+@pytest.mark.parametrize("name", ["lorenz", "linear", "lopt", "rl"])
+def test_each_task_declares_exactly_the_metrics_its_evaluation_reports(name):
+    """``TaskEntry.metrics`` (checked by ``nres compare`` and on resume) is what ``evaluate`` returns."""
+    if name == "rl":
+        pytest.importorskip("mujoco")
+    if name == "lopt":
+        pytest.importorskip("sklearn")
+    import jax
+
+    from nres.build import build_task, resolve_config
+
+    task = build_task(resolve_config({"task": name}))
+    theta = task.init_theta(jax.random.PRNGKey(0))
+    reported = jax.eval_shape(task.evaluate, theta, jax.random.PRNGKey(1))  # traced, not run
+    assert sorted(reported) == sorted(get_task_entry(name).metrics), (sorted(reported), get_task_entry(name).metrics)

@@ -197,3 +197,22 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, match, capsys, tmp_path):
     code = main(["variance", "--task", "linear", *argv, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and match in err and err.count("\n") == 1, err
+
+
+def test_cli_refuses_an_out_that_is_a_file_or_holds_results(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "variance.json").write_text("{}")
+    for out, message in ((afile, "exists and is not a directory"), (afile / "x", "a parent of it is a file"),
+                         (held, "already holds the results of an earlier `nres variance` (variance.json); use "
+                                "another --out or --overwrite to replace them")):
+        assert main(["variance", "--task", "linear", "--num-samples", "4", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"nres: error: --out {str(out)!r}") and message in err and err.count("\n") == 1, err
+    assert afile.read_text() == "x" and [p.name for p in held.iterdir()] == ["variance.json"]
+    assert (held / "variance.json").read_text() == "{}"
+    assert main(["variance", "--task", "linear", "--estimators", "nres", "--num-samples", "4", "--out", str(held),
+                 "--overwrite"]) == 0
+    assert json.loads((held / "variance.json").read_text())["rows"]

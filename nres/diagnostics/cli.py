@@ -25,8 +25,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from nres.config import ConfigError
 from nres.build import resolve_config
+from nres.checkpoint import atomic_write
+from nres.config import ConfigError
 
 HELP = {
     "estimators": "comma-separated estimator names; NAME:K sets K for gpes or dodge (e.g. nres,pes,gpes:400)",
@@ -61,7 +62,9 @@ def _parser(task: str):
     parser.add_argument("--interval", choices=INTERVALS, default="bootstrap", help="interval for tr Cov")
     parser.add_argument("--confidence", type=float, default=0.95, help="two-sided confidence of the interval")
     parser.add_argument("--chunk-size", type=int, default=64, help="samples computed per compiled call")
-    parser.add_argument("--out", default="variance-out", metavar="DIR", help="where variance.json/.png go")
+    parser.add_argument("--out", default="variance-out", metavar="DIR", help="where variance.json/.png/.txt go "
+                        "(default: variance-out)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     taken = {a.dest for a in parser._actions}
     fields = [f for f in dataclasses.fields(entry.config_cls) if f.name not in taken]
     _add_dataclass_flags(parser.add_argument_group(f"options of task {task!r}"), fields,
@@ -146,6 +149,24 @@ def _check(args) -> None:
         raise ConfigError(f"--num-samples must be at least 2, got {args.num_samples}")
     if not 0 < args.confidence < 1:
         raise ConfigError(f"--confidence must lie in (0, 1), got {args.confidence}")
+    _check_out(pathlib.Path(args.out), args.overwrite)
+
+
+OUTPUTS = ("variance.json", "variance.txt", "variance.png")
+
+
+def _check_out(out: pathlib.Path, overwrite: bool) -> None:
+    """``--out`` must be a directory (or not exist yet), and hold nothing unless ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
+    from nres.cli import check_parents
+
+    check_parents(out)
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        held = [name for name in OUTPUTS if (out / name).exists()]
+        what = f"the results of an earlier `nres variance` ({', '.join(held)})" if held else "files"
+        raise ConfigError(f"--out {str(out)!r} already holds {what}; use another --out or --overwrite to replace "
+                          "them")
 
 
 def _check_sizes(args, task, num_estimators: int) -> None:
@@ -214,8 +235,6 @@ def cmd_variance(argv: Sequence[str]) -> int:
         raise ConfigError(f"--equal-compute needs W to divide T: W={unroll}, T={horizon}")
     thetas = _thetas(args, task, config.seed)
     _check_sizes(args, task, len(estimators) + len(sweep))
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     key = jax.random.PRNGKey(args.seed)
     rows, extra = [], []
@@ -292,8 +311,11 @@ def cmd_variance(argv: Sequence[str]) -> int:
         "equal_compute": extra,
         "seconds": elapsed,
     }
-    (out / "variance.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-    (out / "variance.txt").write_text(table + "\n")
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, default=_json_default) + "\n"
+    atomic_write(out / "variance.json", lambda handle: handle.write(text), mode="w")
+    atomic_write(out / "variance.txt", lambda handle: handle.write(table + "\n"), mode="w")
     plot_variance(rows, out / "variance.png", title=f"{task.name}: T={horizon}, W={unroll}, sigma={sigma:g}")
     print(f"wrote {out}/variance.json, {out}/variance.png, {out}/variance.txt")
     return 0

@@ -92,6 +92,12 @@ _UNUSED_SETTINGS = {"fulles": ("unroll_length",), "bptt": ("unroll_length", "sig
                     **{name: ("sigma",) for name in ("tbptt", "uoro", "dodge")}}
 
 
+def unused_settings(name: str) -> tuple[str, ...]:
+    """The training settings estimator ``name`` has no use for (``fulles``: ``unroll_length``,
+    it unrolls whole episodes; the autodiff methods: ``sigma``, they perturb nothing)."""
+    return _UNUSED_SETTINGS.get(name, ())
+
+
 def _from_settings(name: str):
     def build(task, *, num_particles, unroll_length, sigma, noise_period, **options):
         settings = dict(num_particles=num_particles, unroll_length=unroll_length, sigma=sigma,
@@ -150,5 +156,6 @@ __all__ = [
     "pes",
     "tbptt",
     "tes",
+    "unused_settings",
     "uoro",
 ]

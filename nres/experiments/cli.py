@@ -11,17 +11,21 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import signal
+import sys
 from typing import Sequence
 
 from nres import rundir
 from nres.checkpoint import atomic_write
 from nres.config import ConfigError
 from nres.experiments import figures, spec
-from nres.experiments.scheduler import Scheduler, default_jobs, jobs_of, run_path, run_reference
+from nres.experiments.scheduler import Scheduler, check_existing, default_jobs, jobs_of, run_path, run_reference
 from nres.experiments.summary import curve, markdown, summarize
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# Only one `nres compare` at a time may fill an output directory (a lock on DIR/.lock).
+BUSY = "{path!r} is in use by another `nres compare` (pid {pid}); wait for it or stop it first"
 
 
 def _cpu_model() -> str:
@@ -156,17 +160,29 @@ def cmd_compare(argv: Sequence[str]) -> int:
         if args.seeds <= 0:
             raise ConfigError(f"--seeds must be positive, got {args.seeds}")
         experiment = experiment.with_seeds(args.seeds)
-    if args.methods:
-        experiment = experiment.only([m.strip() for m in args.methods.split(",") if m.strip()])
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    if methods:
+        experiment = experiment.only(methods)
     return run_experiment(experiment, args.out, args.jobs, args.backend, args.ray_address, args.summary_only,
-                          args.file)
+                          args.file, resume_flags(args.seeds, methods, args.jobs, args.backend, args.ray_address))
+
+
+def resume_flags(seeds=None, methods=None, jobs=None, backend: str = "local", ray_address=None) -> list[str]:
+    """The flags that select what an ``nres compare`` runs and how, for the command that
+    resumes it: the same runs, on the same engine (``--out`` is added by the caller)."""
+    flags = [] if seeds is None else ["--seeds", str(seeds)]
+    flags += ["--methods", ",".join(methods)] if methods else []
+    flags += [] if jobs is None else ["--jobs", str(jobs)]
+    flags += [] if backend == "local" else ["--backend", backend]
+    return flags + ([] if ray_address is None else ["--ray-address", ray_address])
 
 
 def run_experiment(experiment: spec.Experiment, out=None, jobs=None, backend: str = "local", ray_address=None,
-                   summary_only: bool = False, file: str = "FILE") -> int:
+                   summary_only: bool = False, file: str = "FILE", flags: Sequence[str] = ()) -> int:
     """Every method x seed of ``experiment`` into ``out`` (default ``runs/compare-<name>``),
-    then the outputs; returns the exit code of ``nres compare`` (``file`` names the
-    experiment file in its messages). The Python API (:func:`nres.compare`) calls it too."""
+    then the outputs; returns the exit code of ``nres compare`` (``file`` and ``flags``,
+    from :func:`resume_flags`, make the command its messages suggest for resuming). The
+    Python API (:func:`nres.compare`) calls it too."""
     if jobs is not None and jobs <= 0:
         raise ConfigError(f"--jobs must be positive, got {jobs}")
     if backend == "ray":
@@ -181,9 +197,18 @@ def run_experiment(experiment: spec.Experiment, out=None, jobs=None, backend: st
         raise ConfigError(f"--out {str(out)!r} exists and is not a directory")
     jobs = jobs or default_jobs(experiment)
     all_jobs = jobs_of(experiment, out)
+    if not summary_only:
+        check_existing(all_jobs)  # reads only: a refusal leaves everything as it was
+    out.mkdir(parents=True, exist_ok=True)
+    with rundir.RunLock(out, BUSY):  # one `nres compare` at a time in a directory
+        resume = shlex.join(["nres", "compare", file, "--out", str(out), *flags])
+        return _run_locked(experiment, out, all_jobs, jobs, backend, ray_address, summary_only, resume)
+
+
+def _run_locked(experiment, out, all_jobs, jobs, backend, ray_address, summary_only, resume: str) -> int:
     scheduler = Scheduler(experiment, out, jobs, backend, ray_address or os.environ.get("RAY_ADDRESS"))
     if not summary_only:
-        pending = scheduler.prepare(all_jobs)  # checks existing runs before writing anything
+        pending = scheduler.prepare(all_jobs)
         print(f"{experiment.name}: {len(all_jobs)} runs ({len(experiment.methods)} methods x "
               f"{len(experiment.seeds)} seeds), {len(pending)} to do, {jobs} at a time ({backend}); in {out}/",
               flush=True)
@@ -191,8 +216,7 @@ def run_experiment(experiment: spec.Experiment, out=None, jobs=None, backend: st
         codes = scheduler.run(pending)
         if scheduler.stop_signal is not None:
             write_outputs(out, experiment, jobs, backend, trained_at)
-            print(f"nres: interrupted; partial summary in {out}/summary.md; `nres compare {file} --out {out}` "
-                  "resumes")
+            print(f"nres: interrupted; partial summary in {out}/summary.md; `{resume}` resumes", file=sys.stderr)
             return EXIT_INTERRUPTED.get(scheduler.stop_signal, 130)
         failed = [k for k, c in codes.items() if c not in (0, 3)]
     else:
@@ -200,6 +224,6 @@ def run_experiment(experiment: spec.Experiment, out=None, jobs=None, backend: st
     write_outputs(out, experiment, jobs, backend, trained_at)
     print(f"wrote {out}/summary.md, summary.json, comparison.png and {experiment.metric}-vs-*.png")
     if failed:
-        print(f"nres: error: {len(failed)} run(s) failed ({', '.join(failed)}); see {out}/logs/")
+        print(f"nres: error: {len(failed)} run(s) failed ({', '.join(failed)}); see {out}/logs/", file=sys.stderr)
         return 1
     return 0

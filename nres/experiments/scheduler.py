@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -33,6 +34,7 @@ import numpy as np
 from nres import rundir
 from nres.checkpoint import atomic_write
 from nres.config import config_to_dict
+from nres.progress import interval_s
 from nres.experiments.spec import Experiment, ExperimentError, Method
 
 STATE = "compare.json"
@@ -154,6 +156,29 @@ def status(job: Job, metric: str, stopped: dict) -> str:
     return "done" if evaluated(job.path, metric) else "trained"
 
 
+def latest_update(path: pathlib.Path) -> Optional[int]:
+    """The update of the last train row in a run's ``metrics.jsonl`` (its tail only), or None."""
+    try:
+        with open(path / rundir.METRICS, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 4096))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines[1:] if len(lines) > 1 else lines):  # the first may be cut
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "train_loss" in row and isinstance(row.get("iteration"), int):
+            return row["iteration"]
+    return None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 # -- running --------------------------------------------------------------------------------
 def worker_command(job: Job, step: str) -> list[str]:
     """The subprocess of one run: ``python -m nres.experiments.worker STEP ...``."""
@@ -191,10 +216,12 @@ class Scheduler:
     """Runs the jobs of an experiment over local processes or Ray tasks."""
 
     def __init__(self, experiment: Experiment, out: pathlib.Path, jobs: int, backend: str = "local",
-                 ray_address: Optional[str] = None, echo: Callable[[str], None] = print):
+                 ray_address: Optional[str] = None, echo: Callable[[str], None] = functools.partial(print, flush=True)):
         self.experiment, self.out, self.jobs, self.backend = experiment, out, jobs, backend
         self.ray_address, self.echo = ray_address, echo
         self.children: list[subprocess.Popen] = []
+        self.running: dict[str, tuple[Job, str]] = {}  # key -> (job, "run" or "evaluate"), for progress lines
+        self.finished = 0
         self.lock = threading.Lock()
         self.stop_signal: Optional[int] = None
         self.env = child_environment(experiment.threads_per_run, jobs)
@@ -242,9 +269,29 @@ class Scheduler:
         self.echo(f"{job.key}: {'starting' if state == 'new' else 'resuming' if state == 'partial' else 'evaluating'}")
         started = time.perf_counter()
         step = "run" if state in ("new", "partial") else "evaluate"
-        code = run_subprocess(worker_command(job, step), str(job.log_file), self.env, self._register)
+        with self.lock:
+            self.running[job.key] = (job, step)
+        try:
+            code = run_subprocess(worker_command(job, step), str(job.log_file), self.env, self._register)
+        finally:
+            with self.lock:
+                del self.running[job.key]
+                self.finished += 1
         self._report(job, code, time.perf_counter() - started)
         return code
+
+    def progress_line(self, total: int, seconds: float) -> str:
+        """``nres compare: F of TOTAL runs finished, R running (KEY at update U of I, ...), W waiting; TIME``."""
+        with self.lock:
+            running, finished = list(self.running.values()), self.finished
+        details = []
+        for job, step in running:
+            update = latest_update(job.path) if step == "run" else None
+            details.append(f"{job.key} " + ("evaluating" if step == "evaluate" else "starting" if update is None
+                                            else f"at update {update} of {job.method.iterations}"))
+        inside = f" ({', '.join(details)})" if details else ""
+        return (f"nres compare: {finished} of {total} runs finished, {len(running)} running{inside}, "
+                f"{total - finished - len(running)} waiting; {_duration(seconds)}")
 
     def _report(self, job: Job, code: int, seconds: float) -> None:
         if code == 0:
@@ -277,10 +324,15 @@ class Scheduler:
             for s in previous:
                 signal.signal(s, self._forward)
         try:
+            started = last = time.perf_counter()
+            every = interval_s()
             with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 futures = {job.key: pool.submit(self._run_local, job) for job in pending}
                 while not all(f.done() for f in futures.values()):
                     time.sleep(0.2)  # stay responsive to signals in the main thread
+                    if time.perf_counter() - last >= every and self.stop_signal is None:
+                        last = time.perf_counter()
+                        print(self.progress_line(len(pending), last - started), file=sys.stderr, flush=True)
                 return {key: f.result() for key, f in futures.items()}
         finally:
             if in_main:

@@ -255,6 +255,7 @@ def parse(data: Mapping, name: str = "experiment", source: Optional[str] = None)
         iterations = method_budget.get("iterations") or max(1, math.ceil(method_budget["env_steps"] / steps))
         methods.append(Method(method_name, label, settings, iterations, method_every, steps))
 
+    _check_metric(metric, task)
     reference = _table(data.get("reference", {}), "reference")
     _check_keys(reference, REFERENCE_KEYS, "reference.")
     baselines = tuple(_typed("reference.lopt_baselines", reference.get("lopt_baselines", []), tuple))
@@ -270,6 +271,18 @@ def parse(data: Mapping, name: str = "experiment", source: Optional[str] = None)
     reference_runs = _positive_int("reference.num_runs", reference.get("num_runs", 4))
     return Experiment(name, description, task, seeds, metric, goal, targets, threads, tuple(methods),
                       baselines, reference_runs, source)
+
+
+def _check_metric(metric: str, task: str) -> None:
+    """``metric`` must be one the runs report: ``train_loss`` or one of the task's evaluation
+    metrics (``TaskEntry.metrics``; a task that declares none is not checked)."""
+    from nres.tasks import get_task_entry
+
+    declared = get_task_entry(task).metrics
+    valid = ("train_loss", *declared)
+    if declared and metric not in valid:
+        raise ExperimentError(f"key 'metric': no run of task {task!r} reports {metric!r}; choose one of "
+                              f"{', '.join(valid)}")
 
 
 def load(path: str | pathlib.Path) -> Experiment:

@@ -33,6 +33,10 @@ class TaskEntry:
         files the task reads change (e.g. their sizes and modification times); None for
         tasks whose programs follow from their options and nres's code alone. Compiled
         programs are stored under it (:mod:`nres.compilation_cache`).
+      metrics: the names of the metrics the task's evaluation reports (every one of them,
+        e.g. ``("test_loss",)``); empty: not declared (a custom task), so not checked.
+        ``nres compare`` refuses a ``metric`` outside them; a resume refuses evaluation
+        rows with other metrics.
     """
 
     name: str
@@ -41,6 +45,7 @@ class TaskEntry:
     training_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
     fingerprint: Optional[Callable[[Mapping[str, Any]], Any]] = None
+    metrics: tuple[str, ...] = ()
 
 
 _MODULES = {

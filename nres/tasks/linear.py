@@ -87,4 +87,5 @@ ENTRY = TaskEntry(
     training_defaults={"num_particles": 8, "unroll_length": 4, "sigma": 0.1, "optimizer": "sgd", "lr": 0.05,
                        "iterations": 200},
     description="linear dynamics with a quadratic loss (exact gradients; tests and examples)",
+    metrics=("test_loss",),
 )

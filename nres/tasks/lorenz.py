@@ -166,4 +166,5 @@ ENTRY = TaskEntry(
         "eval_every": 250,
     },
     description="Lorenz-system parameter learning, theta = (log a, log r)",
+    metrics=("test_loss",),
 )

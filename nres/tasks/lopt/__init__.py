@@ -38,6 +38,7 @@ ENTRY = TaskEntry(
     },
     description="learned-optimizer meta-training, theta = per-parameter MLP (d = 1762)",
     fingerprint=_data_files,
+    metrics=("test_loss", "test_accuracy"),
 )
 
 __all__ = ["ENTRY", "LoptConfig", "build_problem", "make_lopt_task"]

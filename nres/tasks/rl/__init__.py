@@ -186,4 +186,5 @@ ENTRY = TaskEntry(
     training_defaults={"estimator": "nres", "num_particles": 30, "unroll_length": 100, "sigma": 0.3,
                        "optimizer": "sgd", "lr": 3.0, "iterations": 300, "eval_every": 25},
     description="MuJoCo locomotion (gymnasium -v5) with a linear or MLP policy, loss = -reward",
+    metrics=("test_return", "test_loss"),
 )
