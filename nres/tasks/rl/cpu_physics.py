@@ -3,8 +3,10 @@
 The physics state of one environment is its complete MuJoCo integration state, the
 ``mjSTATE_INTEGRATION`` row (time, ``qpos``, ``qvel``, actuator activations, history,
 the solver's warm start ``qacc_warmstart``, controls, applied forces, mocap and
-plugin state: everything ``mj_step`` reads). Copying the row copies the world, so
-the two members of an antithetic pair that hold the same row see the same physics.
+plugin state: everything ``mj_step`` reads), followed for Ant and Humanoid by the
+progress position the last step left (see :mod:`.envs`). Copying the row copies the
+world, so the two members of an antithetic pair that hold the same row see the same
+physics.
 
 JAX arrays are 32-bit here, so the float64 row travels through JAX as its bit
 pattern, ``uint32 [nstate, 2]`` (``CpuState.bits``): exact through ``lax.scan``,
@@ -17,8 +19,10 @@ one environment. Both call the host through ``jax.pure_callback`` with
 ``vmap_method="broadcast_all"``: under the library's ``vmap`` over particles and pair
 members one call receives every environment at once (``[2, N, ...]``) and steps them
 all on ``mujoco.batch.Batch``'s thread pool, which is bit-identical to stepping each
-environment alone with ``mj_step``. A whole truncation window therefore stays one
-compiled call, with one host round trip per environment step.
+environment alone with ``mj_step`` (or, for environments that read ``cfrc_ext``, on
+one ``MjData`` per thread, ``mj_step`` then ``mj_rnePostConstraint`` as gymnasium calls
+them). A whole truncation window therefore stays one compiled call, with one host
+round trip per environment step.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
 class CpuState(NamedTuple):
-    """``bits``: the ``mjSTATE_INTEGRATION`` row as ``uint32 [nstate, 2]`` (float64 bits)."""
+    """``bits``: the row (``mjSTATE_INTEGRATION`` [+ progress]) as ``uint32 [nrow, 2]`` (float64 bits)."""
 
     bits: jax.Array
 

@@ -35,6 +35,12 @@ def import_mjx():
     return mjx
 
 
+def _field(data, name: str):
+    """A field of ``mjx.Data``; those of its back-end part (``cfrc_ext``) read there, as MJX asks."""
+    impl = data._impl
+    return getattr(impl, name) if name in getattr(type(impl), "__dataclass_fields__", {}) else getattr(data, name)
+
+
 class MjxState(NamedTuple):
     """``qpos [nq]``, ``qvel [nv]``, ``act [na]``, ``qacc_warmstart [nv]`` (float32), and for
     Ant (``spec.carries_progress``) the progress position ``[]`` the last step left (else None)."""
@@ -67,7 +73,7 @@ class MjxPhysics:
 
     def _fields(self, data) -> dict:
         """``qpos``, ``qvel`` and the derived fields the spec reads, from ``mjx.Data``."""
-        return {name: getattr(data, name) for name in ("qpos", "qvel") + self.spec.derived}
+        return {name: _field(data, name) for name in ("qpos", "qvel") + self.spec.derived}
 
     def _state(self, data) -> MjxState:
         progress = self.spec.progress_position(self._fields(data), jnp) if self.spec.carries_progress else None
@@ -78,7 +84,8 @@ class MjxPhysics:
         (after ``mjx.forward`` when the observation reads derived fields, as gymnasium's reset)."""
         data = self._data0.replace(qpos=qpos.astype(jnp.float32), qvel=qvel.astype(jnp.float32))
         if self.spec.derived:
-            data = self._mjx.forward(self.model, data)
+            # mjx.forward writes back normalised free-joint quaternions; mj_forward leaves qpos as set
+            data = self._mjx.forward(self.model, data).replace(qpos=data.qpos)
         return self._state(data), self.spec.observe(self._fields(data), jnp)
 
     def step(self, state: MjxState, action: jax.Array) -> tuple[MjxState, jax.Array, jax.Array, jax.Array]:
