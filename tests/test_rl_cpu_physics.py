@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import mujoco
 import numpy as np
 import pytest
 
@@ -10,7 +9,7 @@ from nres.estimators import make_estimator
 from nres.noise import antithetic
 from nres.particles import init_particles, step_pairs
 from nres.tasks.rl import RLConfig, make_rl_task
-from nres.tasks.rl.cpu_physics import STATE_SPEC, CpuPhysics, bits_to_rows, rows_to_bits
+from nres.tasks.rl.cpu_physics import CpuPhysics, bits_to_rows, rows_to_bits
 from nres.tasks.rl.envs import load_env, quiet_make
 from nres.tree import tree_zeros_like
 
@@ -34,7 +33,10 @@ def test_state_bits_round_trip_exactly():
     assert np.array_equal(bits_to_rows(np.asarray(jnp.asarray(bits))), rows)
 
 
-@pytest.mark.parametrize("env_id", ["Swimmer-v5", "HalfCheetah-v5"])
+NEW_ENVS = ["InvertedDoublePendulum-v5", "Reacher-v5", "Ant-v5", "Humanoid-v5"]
+
+
+@pytest.mark.parametrize("env_id", ["Swimmer-v5", "HalfCheetah-v5"] + NEW_ENVS)
 def test_batched_steps_equal_gymnasium_steps_exactly(env_id):
     """From the full state of a gymnasium env mid-episode, our batch reproduces its steps bit for bit."""
     spec = load_env(env_id)
@@ -45,8 +47,7 @@ def test_batched_steps_equal_gymnasium_steps_exactly(env_id):
     for _ in range(10):
         env.step(rng.uniform(-1, 1, spec.action_dim))
     raw = env.unwrapped
-    row = np.empty(physics.nstate)
-    mujoco.mj_getState(raw.model, raw.data, row, STATE_SPEC)
+    row = physics.row_of(raw.data)  # the integration state (+ Ant's and Humanoid's carried position)
     rows = np.stack([row, row])  # an antithetic pair holding the same world
     for _ in range(25):
         action = rng.uniform(-1.5, 1.5, spec.action_dim)  # beyond ctrlrange: MuJoCo clamps, cost does not
@@ -57,8 +58,13 @@ def test_batched_steps_equal_gymnasium_steps_exactly(env_id):
     env.close()
 
 
+# Ant rarely leaves its healthy height range under random actions: at step 150 gymnasium's
+# torso is launched upward (qvel[2] = 6 m/s, set in gymnasium, then copied) so it does.
+LAUNCH = {"Ant-v5": (150, 2, 6.0)}
+
+
 @pytest.mark.parametrize("env_id", ["Swimmer-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5",
-                                    "InvertedPendulum-v5"])
+                                    "InvertedPendulum-v5"] + NEW_ENVS)
 def test_steps_side_by_side_with_gymnasium_make(env_id):
     """300 steps side by side with ``gymnasium.make(env_id)`` (float64, CPU MuJoCo) from the
     same state and actions: observations, rewards and ``terminated`` are equal bit for bit;
@@ -70,13 +76,16 @@ def test_steps_side_by_side_with_gymnasium_make(env_id):
     rng = np.random.default_rng(1)
 
     def copy_state():
-        row = np.empty(physics.nstate)
-        mujoco.mj_getState(raw.model, raw.data, row, STATE_SPEC)
-        return row[None]
+        return physics.row_of(raw.data)[None]
 
     env.reset(seed=5)
     rows, ends = copy_state(), 0
-    for _ in range(300):
+    for t in range(300):
+        if env_id in LAUNCH and t == LAUNCH[env_id][0]:
+            qvel = raw.data.qvel.copy()
+            qvel[LAUNCH[env_id][1]] = LAUNCH[env_id][2]
+            raw.set_state(raw.data.qpos.copy(), qvel)
+            rows = copy_state()
         action = rng.uniform(-1.5, 1.5, spec.action_dim)
         obs, reward, terminated, _, _ = env.step(action)
         rows, ours, our_reward, our_end = physics.step_rows(rows, action[None])
@@ -87,6 +96,21 @@ def test_steps_side_by_side_with_gymnasium_make(env_id):
             rows = copy_state()
     env.close()
     assert (ends > 0) == spec.can_terminate, f"{env_id}: {ends} terminations in 300 random steps"
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5"] + NEW_ENVS)
+def test_reset_equals_gymnasium_reset_exactly(env_id):
+    """From gymnasium's reset positions and velocities, ``reset_rows`` gives its state row (and
+    carried position) and its reset observation bit for bit (``mj_forward`` as gymnasium runs it)."""
+    spec = load_env(env_id)
+    physics = CpuPhysics(spec, num_threads=1)
+    env = quiet_make(env_id)
+    raw = env.unwrapped
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        rows, ours = physics.reset_rows(raw.data.qpos[None].copy(), raw.data.qvel[None].copy())
+        assert np.array_equal(rows[0], physics.row_of(raw.data)) and np.array_equal(ours[0], obs), (env_id, seed)
+    env.close()
 
 
 def test_pair_members_start_identical_and_stay_identical_under_equal_actions(task):

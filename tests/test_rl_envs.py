@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nres.cli import main
-from nres.tasks.rl.envs import load_env
+from nres.tasks.rl.envs import SUPPORTED, load_env, quiet_make
 
 
 def test_swimmer_spec_reads_gymnasium_values():
@@ -74,3 +74,71 @@ def test_mjx_imports_without_printing_the_missing_warp_backend():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "", proc.stdout
     assert "warp installed: False" in proc.stderr  # so MJX did try (and fail) to import it, silently
+
+
+NEW_ENVS = ["InvertedDoublePendulum-v5", "Reacher-v5", "Ant-v5", "Humanoid-v5"]
+
+
+@pytest.mark.parametrize("env_id", list(SUPPORTED))
+def test_observation_size_is_gymnasiums(env_id):
+    env = quiet_make(env_id)
+    assert load_env(env_id).obs_dim == env.observation_space.shape[0]
+    env.close()
+
+
+def test_new_specs_read_gymnasium_values():
+    ant, humanoid = load_env("Ant-v5"), load_env("Humanoid-v5")
+    assert (ant.contact_cost_weight, ant.contact_force_range, ant.ctrl_cost_weight) == (5e-4, (-1.0, 1.0), 0.5)
+    assert ant.health[-1].bounds == (0.2, 1.0) and ant.health[-1].closed and ant.carries_progress
+    assert [p.quantity for p in ant.observation] == ["qpos", "qvel", "cfrc_ext"]  # include_cfrc_ext: True
+    assert (humanoid.contact_cost_weight, humanoid.contact_cost_range) == (5e-7, (-np.inf, 10.0))
+    assert (humanoid.forward_reward_weight, humanoid.healthy_reward, humanoid.reset_noise_scale) == (1.25, 5.0, 0.01)
+    assert [p.quantity for p in humanoid.observation] == ["qpos", "qvel", "cinert", "cvel", "qfrc_actuator", "cfrc_ext"]
+    reacher, pendulum = load_env("Reacher-v5"), load_env("InvertedDoublePendulum-v5")
+    assert (reacher.distance_weight, reacher.ctrl_cost_weight, reacher.frame_skip) == (1.0, 1.0, 2)
+    assert not reacher.can_terminate and pendulum.can_terminate
+    assert (pendulum.healthy_reward, pendulum.reset_noise_scale, pendulum.qvel_noise) == (10.0, 0.1, "normal")
+
+
+def test_reacher_reset_draws_its_target_uniformly_in_the_disc():
+    """gymnasium: qpos = init + U(-0.1, 0.1), target qpos[-2:] uniform in the disc |g| < 0.2,
+    qvel = init + U(-0.005, 0.005) with the target's zeroed. 2000 draws."""
+    import jax
+
+    spec = load_env("Reacher-v5")
+    qpos, qvel = jax.vmap(spec.reset_noise)(jax.random.split(jax.random.PRNGKey(0), 2000))
+    qpos, qvel = np.asarray(qpos, np.float64), np.asarray(qvel, np.float64)
+    goal = qpos[:, 2:]
+    radius = np.linalg.norm(goal, axis=1)
+    assert radius.max() < 0.2 and radius.max() > 0.19
+    assert np.all(np.abs(qpos[:, :2] - spec.init_qpos[:2]) <= 0.1 + 1e-6)
+    assert np.all(np.abs(qvel[:, :2]) <= 0.005 + 1e-6) and not np.any(qvel[:, 2:])
+    # uniform in the disc: P(|g| < 0.1) = 1/4 (binomial sd 0.0097 at n = 2000; bound 5 sd)
+    assert abs(np.mean(radius < 0.1) - 0.25) < 0.05
+    # each coordinate has mean 0 and sd 0.1 (sd of the mean 0.0022; bound 5 sd)
+    assert np.all(np.abs(goal.mean(0)) < 0.011)
+
+
+def test_humanoid_on_mjx_is_a_one_line_error(tmp_path, capsys):
+    """MJX has no PGS solver, which gymnasium's Humanoid XML selects."""
+    code = main(["train", "--task", "rl", "--env", "Humanoid-v5", "--physics", "mjx", "--out", str(tmp_path / "run"),
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("nres: error:") and "'Humanoid-v5'" in err[-1] and "'mjx'" in err[-1] and "PGS" in err[-1]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", NEW_ENVS)
+def test_a_short_nres_run_completes_through_the_cli(env_id, tmp_path):
+    from nres import rundir
+
+    out = tmp_path / "run"
+    code = main(["train", "--task", "rl", "--env", env_id, "--estimator", "nres", "--iterations", "2",
+                 "--num-particles", "2", "--unroll-length", "5", "--horizon", "10", "--sigma", "0.05", "--lr", "0.01",
+                 "--num-eval-episodes", "2", "--eval-every", "0", "--no-progress", "--out", str(out)])
+    assert code == 0
+    spec = load_env(env_id)
+    iterations, thetas = rundir.load_thetas(out, {"M": np.zeros((spec.action_dim, spec.obs_dim), np.float32)})
+    assert list(iterations)[-1] == 2 and np.all(np.isfinite(thetas[-1]["M"])) and np.any(thetas[-1]["M"])

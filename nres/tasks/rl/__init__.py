@@ -39,7 +39,7 @@ class RLConfig:
     """Options of the ``rl`` task (each is a ``nres train --flag``).
 
     Attributes:
-      env: gymnasium id, ``Swimmer-v5`` or ``HalfCheetah-v5``.
+      env: gymnasium id, one of ``nres.tasks.rl.envs.SUPPORTED`` (e.g. ``Swimmer-v5``, ``Ant-v5``).
       physics: ``mujoco`` (CPU MuJoCo, batched) or ``mjx`` (MuJoCo XLA).
       policy: ``linear`` (``a = M o``, no bias; the paper's) or ``mlp`` (one tanh layer).
       hidden: hidden units of the ``mlp`` policy.
