@@ -9,7 +9,7 @@ seed the return at start and after each evaluated update, whether every training
 stayed finite, and the wall time; the commit measured at and the machine's load.
 ``--readme`` then renders the README table from that summary (``report.py``).
 
-    PYTHONPATH=. python experiments/rl_defaults/measure.py            # every environment, ~20 min
+    PYTHONPATH=. python experiments/rl_defaults/measure.py            # every environment, 2 seeds: ~20 min here
     PYTHONPATH=. python experiments/rl_defaults/measure.py --envs Hopper-v5 --set lr=0.01 --out -
 
 ``--set`` (exploring other settings) prints the result without writing the summary.
@@ -31,7 +31,7 @@ SUMMARY = ROOT / "docs" / "results" / "rl_defaults" / "summary.json"
 
 # Updates per run. HalfCheetah's paper settings step 600 environments x 20 steps per
 # update (12,000 env steps); the others step 60 x 100 (6,000).
-BUDGETS = {"Swimmer-v5": 20, "HalfCheetah-v5": 40, "Hopper-v5": 40, "Walker2d-v5": 40, "InvertedPendulum-v5": 20}
+BUDGETS = {"Swimmer-v5": 20, "HalfCheetah-v5": 40, "Hopper-v5": 30, "Walker2d-v5": 30, "InvertedPendulum-v5": 20}
 EVAL_EVERY = {"HalfCheetah-v5": 10}
 
 
