@@ -166,7 +166,8 @@ def test_cli_halfcheetah_defaults_are_announced_recorded_and_resumed(tmp_path, c
     assert train(tmp_path / "full", "--iterations", "2") == 0
     out = capsys.readouterr().out
     assert "rl defaults for HalfCheetah-v5 (the paper's" in out and "sigma=0.004" in out and "lr=3e-05" in out
-    assert "changed: num_particles=2 (default 300), unroll_length=5 (default 20), horizon=10 (default 1000)" in out
+    assert "changed: num_particles=2 (default 300), unroll_length=5 (default 20), iterations=2 (default 1000), " \
+           "eval_every=0 (default 50), horizon=10 (default 1000)" in out
     recorded = json.loads((tmp_path / "full" / "config.json").read_text())["config"]
     assert (recorded["num_particles"], recorded["sigma"], recorded["lr"], recorded["horizon"]) == (2, 0.004, 3e-5, 10)
     assert {k: recorded["task_options"][k] for k in ("env", "init", "init_scale")} == \
@@ -215,3 +216,22 @@ def test_halfcheetah_defaults_do_not_diverge():
     end = trainer.evaluate(learner.theta)["test_return"]
     assert np.isfinite(end) and abs(end - start) < 1.0, (start, end)
     assert np.any(np.asarray(learner.theta["M"]) != theta0)
+
+
+def test_an_mjx_run_on_the_cpu_is_told_what_it_costs():
+    """The note's figures are those of the committed measurement (mjx_cost.json)."""
+    import json
+    import pathlib
+
+    from nres.tasks.rl import MJX_ON_CPU, start_notes
+
+    measured = json.loads((pathlib.Path(__file__).resolve().parent.parent /
+                           "docs/results/rl_defaults/mjx_cost.json").read_text())
+    assert MJX_ON_CPU["ratio"] == round(measured["ratio_mjx_over_mujoco"]["median"], 1)
+    assert MJX_ON_CPU["cold_start_ratio"] == round(measured["cold_start_s"]["mjx"] / measured["cold_start_s"]["mujoco"])
+    assert measured["commit"].startswith(MJX_ON_CPU["commit"])
+    if jax.default_backend() != "cpu":
+        pytest.skip("the note is for MJX on a CPU")
+    [note] = start_notes({"task_options": {"physics": "mjx"}})
+    assert f"about {MJX_ON_CPU['ratio']:g}x slower per update than --physics mujoco" in note and "GPU" in note
+    assert start_notes({"task_options": {"physics": "mujoco"}}) == []
