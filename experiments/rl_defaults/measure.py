@@ -4,10 +4,10 @@ For every environment and seed: resolve ``nres train --task rl --env ENV --seed 
 nothing else changed except the budget (``--iterations``), one physics thread per run and
 the evaluation's episode count; evaluate the initial policy, train, evaluate after every
 ``--eval-every`` updates (same evaluation episodes each time: key ``seed + 1``). Writes
-``docs/results/rl_defaults/summary.json``: per environment its defaults, the budget, per
+``docs/results/rl_defaults/returns.json``: per environment its defaults, the budget, per
 seed the return at start and after each evaluated update, whether every training loss
 stayed finite, and the wall time; the commit measured at and the machine's load.
-``--readme`` then renders the README table from that summary (``report.py``).
+``report.py`` then renders the README table from that summary.
 
     PYTHONPATH=. python experiments/rl_defaults/measure.py            # every environment, 2 seeds: ~20 min here
     PYTHONPATH=. python experiments/rl_defaults/measure.py --envs Hopper-v5 --set lr=0.01 --out -
@@ -27,7 +27,8 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SUMMARY = ROOT / "docs" / "results" / "rl_defaults" / "summary.json"
+# Not summary.json: that name marks a comparison of `nres compare` with a README block of its own.
+SUMMARY = ROOT / "docs" / "results" / "rl_defaults" / "returns.json"
 
 # Updates per run. HalfCheetah's paper settings step 600 environments x 20 steps per
 # update (12,000 env steps); the others step 60 x 100 (6,000).

@@ -1,6 +1,6 @@
 """The README's per-environment defaults table, rendered from the committed measurements.
 
-``docs/results/rl_defaults/summary.json`` (``measure.py``) and ``mjx_cost.json``
+``docs/results/rl_defaults/returns.json`` (``measure.py``) and ``mjx_cost.json``
 (``mjx_cost.py``) become the block between ``<!-- rl-defaults -->`` and
 ``<!-- /rl-defaults -->`` in README.md; ``--check`` only reports whether it differs (exit 1).
 ``tests/test_rl_task.py`` fails when the README's block is not this rendering.
@@ -43,20 +43,21 @@ def table(summary: dict, mjx: dict | None) -> str:
     lines = [f"Measured at commit `{head[0][:12]}{'+' + head[2] if head[2] else ''}` ({summary['date']}; seeds "
              f"{', '.join(map(str, summary['seeds']))}; {summary['machine']}; load average "
              f"{summary['load_average_before'][0]:g} before, {summary['load_average_after'][0]:g} after): "
-             "`docs/results/rl_defaults/summary.json` from `experiments/rl_defaults/measure.py`, rendered by "
+             "`docs/results/rl_defaults/returns.json` from `experiments/rl_defaults/measure.py`, rendered by "
              "`experiments/rl_defaults/report.py`. Return: mean over "
              f"{summary['eval_episodes']} evaluation episodes of the unperturbed policy; per seed, start -> after "
              "the budget.", "",
-             "| env | defaults | budget (updates, env steps) | return per seed | median change |",
-             "|---|---|---|---|---|"]
+             "| env | defaults | budget: updates (env steps) | return per seed | median change | training s per seed |",
+             "|---|---|---|---|---|---|"]
     for env, data in summary["envs"].items():
         runs = data["runs"]
         steps = statistics.median(r["env_steps"] for r in runs)
         per_seed = "; ".join(f"{r['start']:.4g} -> {r['end']:.4g}" + ("" if r["losses_finite"] else " (non-finite loss)")
                              for r in runs)
         change = statistics.median(r["end"] - r["start"] for r in runs)
+        seconds = ", ".join(f"{r['train_s']:.0f}" for r in runs)
         lines.append(f"| {env} | {_settings(data['defaults'])} | {data['updates']} ({steps:,.0f}) | {per_seed} | "
-                     f"{change:+.4g} |")
+                     f"{change:+.4g} | {seconds} |")
     if mjx:
         ratio, times, cold = mjx["ratio_mjx_over_mujoco"], mjx["median_update_s"], mjx["cold_start_s"]
         lines += ["", f"MJX on this CPU (`docs/results/rl_defaults/mjx_cost.json` from "
@@ -71,7 +72,7 @@ def table(summary: dict, mjx: dict | None) -> str:
 
 
 def render(text: str, results: pathlib.Path = RESULTS) -> str:
-    summary = json.loads((results / "summary.json").read_text())
+    summary = json.loads((results / "returns.json").read_text())
     mjx_file = results / "mjx_cost.json"
     mjx = json.loads(mjx_file.read_text()) if mjx_file.is_file() else None
     return BLOCK.sub(lambda m: m.group(1) + table(summary, mjx) + m.group(3), text)

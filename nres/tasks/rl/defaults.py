@@ -26,13 +26,13 @@ _MEASURED = "measured on this machine (docs/results/rl_defaults)"
 DEFAULTS: dict[str, TaskDefaults] = {
     "Swimmer-v5": TaskDefaults(
         SWIMMER, {"policy": "linear", "init": "zeros", "obs_normalize": False, "horizon": 1000},
-        "Swimmer-v5 (the paper's, SPEC section 6)"),
+        "Swimmer-v5 (the paper's settings)"),
     "HalfCheetah-v5": TaskDefaults(
         {"estimator": "nres", "num_particles": 300, "unroll_length": 20, "sigma": 0.004, "optimizer": "sgd",
          "lr": 3e-5, "loss_normalize": False, "iterations": 1000, "eval_every": 50},
         {"policy": "linear", "init": "truncated_normal", "init_scale": 0.03, "obs_normalize": False,
          "horizon": 1000},
-        "HalfCheetah-v5 (the paper's, SPEC section 6)"),
+        "HalfCheetah-v5 (the paper's settings)"),
 }
 
 # Early-terminating locomotion (Hopper, Walker2d): a linear policy from zero, scale-free
