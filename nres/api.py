@@ -50,11 +50,11 @@ def custom_task_defaults(config: TrainConfig) -> Optional[str]:
     from nres.build import build_task
     from nres.evaluation import EVAL_EPISODES
 
-    entry = get_task_entry(config.task)
+    defaults = get_task_entry(config.task).defaults(config.task_options).training
 
     def origin(name: str) -> str:
         value = getattr(config, name)
-        if name in entry.training_defaults and value == entry.training_defaults[name]:
+        if name in defaults and value == defaults[name]:
             return f"{name}={value}, the task's default"
         return f"{name}={value}, nres's default" if value == getattr(TrainConfig, name) else f"{name}={value}, set"
 

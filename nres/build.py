@@ -1,8 +1,8 @@
 """From settings to objects: the one place a run's config becomes a task, an estimator
 and an optimiser.
 
-* :func:`resolve_config`: setting layers (defaults < the task's paper defaults < a
-  config file < flags) merged into a validated :class:`nres.config.TrainConfig`.
+* :func:`resolve_config`: setting layers (defaults < the task's paper defaults, which may
+  depend on its options < a config file < flags) merged into a validated :class:`nres.config.TrainConfig`.
 * :func:`task_options`: the task's options of a config (the options dataclass filled
   in, ``horizon`` applied); :func:`build_task` builds the task from them.
 * :func:`build_estimator`, :func:`make_optimizer`: the gradient estimator and the optax
@@ -38,7 +38,8 @@ RUNTIME_SETTINGS = ("seed", "iterations", "eval_every", "eval_at_end", "checkpoi
 def resolve_config(*layers: Mapping[str, Any]) -> TrainConfig:
     """Merge setting layers (later wins) into a validated :class:`TrainConfig`.
 
-    Under every layer lie the task's paper defaults (``TaskEntry.training_defaults``).
+    Under every layer lie the task's paper defaults (:meth:`nres.tasks.TaskEntry.defaults`
+    of the options the layers give: settings and options).
     Unknown keys, wrong types and bad values raise :class:`ConfigError` naming them.
     """
     merged: dict[str, Any] = {}
@@ -58,14 +59,16 @@ def resolve_config(*layers: Mapping[str, Any]) -> TrainConfig:
         entry = get_task_entry(task_name)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    base = {k: coerce(k, v, TRAIN_FIELDS[k].type) for k, v in entry.training_defaults.items()}
-    merged = {**base, **merged}
     option_fields = {f.name: f for f in dataclasses.fields(entry.config_cls)}
     for key, value in options.items():
         if key not in option_fields:
             known = ", ".join(option_fields) or "none"
             raise ConfigError(f"unknown option {key!r} for task {task_name!r} (its options: {known})")
         options[key] = coerce(key, value, option_fields[key].type)
+    defaults = entry.defaults(options)  # may depend on the options given (the rl task's --env)
+    base = {k: coerce(k, v, TRAIN_FIELDS[k].type) for k, v in defaults.training.items()}
+    merged = {**base, **merged}
+    options = {**{k: coerce(k, v, option_fields[k].type) for k, v in defaults.options.items()}, **options}
     config = TrainConfig(**merged, task_options=options)
     validate(config, estimator_names())
     return config

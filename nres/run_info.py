@@ -14,9 +14,10 @@ from typing import Sequence
 
 import jax
 
-from nres.config import TrainConfig
+from nres.config import TrainConfig, config_to_dict
 from nres.engines.local import particle_devices
 from nres.task import Task, theta_size
+from nres.tasks import get_task_entry
 
 
 def facts(config: TrainConfig, task: Task) -> dict:
@@ -65,9 +66,11 @@ def notes(config: TrainConfig, task: Task) -> list[str]:
 
 
 def announce(config: TrainConfig, task: Task, print_fn=print) -> None:
-    """Print ``d`` and the notes of :func:`notes` (once, at the start of training)."""
+    """Print ``d``, the task's own lines (its option-dependent defaults:
+    :meth:`nres.tasks.TaskEntry.start_lines`) and the notes of :func:`notes` (once, at the
+    start of training)."""
     print_fn(f"{config.task}: theta has d = {theta_size(task)} parameters; T = {task.horizon}")
-    for line in notes(config, task):
+    for line in get_task_entry(config.task).start_lines(config_to_dict(config)) + notes(config, task):
         print_fn(line)
 
 

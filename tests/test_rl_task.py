@@ -149,3 +149,89 @@ def test_hopper_episodes_end_early_and_count_only_steps_taken():
         early += int(np.sum((np.asarray(state.particles.tau) == 0) & (tau + 10 < 40)))
         short += int(info.env_steps) < est.env_steps_per_update
     assert early > 0 and short > 0, (early, short)
+
+
+# -- each environment's own defaults -----------------------------------------------------------
+@pytest.mark.slow
+def test_cli_halfcheetah_defaults_are_announced_recorded_and_resumed(tmp_path, capsys):
+    """`--env HalfCheetah-v5` brings the paper's settings; flags still win; config.json
+    records the effective values; resume continues exactly as the uninterrupted run."""
+    import json
+
+    def train(out, *extra):
+        return main(["train", "--task", "rl", "--env", "HalfCheetah-v5", "--num-particles", "2", "--horizon", "10",
+                     "--unroll-length", "5", "--num-eval-episodes", "2", "--eval-every", "0", "--no-eval-at-end",
+                     "--checkpoint-every", "1", "--num-threads", "1", "--no-progress", "--out", str(out), *extra])
+
+    assert train(tmp_path / "full", "--iterations", "2") == 0
+    out = capsys.readouterr().out
+    assert "rl defaults for HalfCheetah-v5 (the paper's" in out and "sigma=0.004" in out and "lr=3e-05" in out
+    assert "changed: num_particles=2 (default 300), unroll_length=5 (default 20), iterations=2 (default 1000), " \
+           "eval_every=0 (default 50), horizon=10 (default 1000)" in out
+    recorded = json.loads((tmp_path / "full" / "config.json").read_text())["config"]
+    assert (recorded["num_particles"], recorded["sigma"], recorded["lr"], recorded["horizon"]) == (2, 0.004, 3e-5, 10)
+    assert {k: recorded["task_options"][k] for k in ("env", "init", "init_scale")} == \
+        {"env": "HalfCheetah-v5", "init": "truncated_normal", "init_scale": 0.03}
+    assert train(tmp_path / "part", "--iterations", "1") == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--iterations", "2", "--no-progress"]) == 0
+    assert "rl defaults for HalfCheetah-v5" in capsys.readouterr().out
+    template = {"M": np.zeros((6, 17), np.float32)}
+    _, thetas_full = rundir.load_thetas(tmp_path / "full", template)
+    its_part, thetas_part = rundir.load_thetas(tmp_path / "part", template)
+    assert list(its_part) == [0, 1, 2]
+    for a, b in zip(thetas_full, thetas_part):
+        np.testing.assert_array_equal(a["M"], b["M"])
+
+
+def test_readme_defaults_table_is_rendered_from_the_committed_summary():
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("rl_defaults_report", root / "experiments/rl_defaults/report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    text = (root / "README.md").read_text()
+    assert report.BLOCK.search(text), "README.md has no <!-- rl-defaults --> block"
+    assert report.render(text) == text, "README's rl-defaults block is stale: python experiments/rl_defaults/report.py"
+
+
+@pytest.mark.slow
+def test_halfcheetah_defaults_do_not_diverge():
+    """`--env HalfCheetah-v5` alone once diverged (Swimmer's sigma 0.3 and SGD 3.0: train loss
+    47 -> 4e23 in 5 updates). With its own defaults (the paper's N = 300, W = 20, sigma =
+    0.004, SGD 3e-5, init 0.03) every loss stays finite and the return stays where it was:
+    a diverged linear policy pays a control cost of 0.1 |a|^2 per step on unclipped actions,
+    far beyond the margin of 1 here. T is cut to 100 (a flag) to fit a test's time."""
+    config = resolve_config({"task": "rl", "iterations": 6, "horizon": 100,
+                             "task_options": {"env": "HalfCheetah-v5", "num_eval_episodes": 2, "num_threads": 1}})
+    assert (config.num_particles, config.unroll_length, config.sigma, config.lr) == (300, 20, 0.004, 3e-5)
+    trainer = Trainer(config)
+    learner, counters = trainer.init()
+    theta0 = np.asarray(learner.theta["M"])
+    start = trainer.evaluate(learner.theta)["test_return"]
+    learner, steps = trainer.update_many(learner, counters, config.iterations)
+    losses = [float(info.train_loss) for _, info, _ in steps]
+    assert all(bool(info.applied) for _, info, _ in steps) and np.all(np.isfinite(losses)), losses
+    end = trainer.evaluate(learner.theta)["test_return"]
+    assert np.isfinite(end) and abs(end - start) < 1.0, (start, end)
+    assert np.any(np.asarray(learner.theta["M"]) != theta0)
+
+
+def test_an_mjx_run_on_the_cpu_is_told_what_it_costs():
+    """The note's figures are those of the committed measurement (mjx_cost.json)."""
+    import json
+    import pathlib
+
+    from nres.tasks.rl import MJX_ON_CPU, start_notes
+
+    measured = json.loads((pathlib.Path(__file__).resolve().parent.parent /
+                           "docs/results/rl_defaults/mjx_cost.json").read_text())
+    assert MJX_ON_CPU["ratio"] == round(measured["ratio_mjx_over_mujoco"]["median"], 1)
+    assert MJX_ON_CPU["cold_start_ratio"] == round(measured["cold_start_s"]["mjx"] / measured["cold_start_s"]["mujoco"])
+    assert measured["commit"].startswith(MJX_ON_CPU["commit"])
+    if jax.default_backend() != "cpu":
+        pytest.skip("the note is for MJX on a CPU")
+    [note] = start_notes({"task_options": {"physics": "mjx"}})
+    assert f"about {MJX_ON_CPU['ratio']:g}x slower per update than --physics mujoco" in note and "GPU" in note
+    assert start_notes({"task_options": {"physics": "mujoco"}}) == []

@@ -2,8 +2,9 @@
 
 Each application module defines ``ENTRY``, a :class:`TaskEntry`: its options dataclass
 (every field becomes a ``--flag`` of ``nres train``), a builder from options to a
-:class:`nres.Task`, and the paper's training settings for it. Modules are imported
-only when asked for, so heavy dependencies (MuJoCo, datasets) load on demand.
+:class:`nres.Task`, and the paper's training settings for it (optionally depending on
+the task's own options: :class:`TaskDefaults`). Modules are imported only when asked
+for, so heavy dependencies (MuJoCo, datasets) load on demand.
 """
 
 from __future__ import annotations
@@ -13,9 +14,23 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from nres.task import Task
+
+
+class TaskDefaults(NamedTuple):
+    """Defaults a task picks from its own options (e.g. the ``rl`` task from ``--env``).
+
+    Attributes:
+      training: training settings over ``TaskEntry.training_defaults``.
+      options: task options over the options dataclass's defaults.
+      source: where they come from, for the line ``nres train`` prints at start.
+    """
+
+    training: Mapping[str, Any] = {}
+    options: Mapping[str, Any] = {}
+    source: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +44,10 @@ class TaskEntry:
       training_defaults: settings of ``nres train`` this task changes from the global
         defaults (e.g. the paper's ``num_particles``, ``sigma``, ``lr`` for it).
       description: one line for ``--help``.
+      defaults_for: ``task options -> TaskDefaults`` (the options given by the user's
+        layers, before defaults), or None. What it returns lies over ``training_defaults``
+        and the options' own defaults, under every config file and flag.
+      notes: ``resolved settings -> lines`` printed at start (costs, advice), or None.
       fingerprint: ``task options -> JSON-able value`` that changes whenever the data
         files the task reads change (e.g. their sizes and modification times); None for
         tasks whose programs follow from their options and nres's code alone. Compiled
@@ -46,6 +65,40 @@ class TaskEntry:
     description: str = ""
     fingerprint: Optional[Callable[[Mapping[str, Any]], Any]] = None
     metrics: tuple[str, ...] = ()
+    defaults_for: Optional[Callable[[Mapping[str, Any]], TaskDefaults]] = None
+    notes: Optional[Callable[[Mapping[str, Any]], Sequence[str]]] = None
+
+    def start_lines(self, settings: Mapping[str, Any]) -> list[str]:
+        """What ``nres train`` prints about a resolved config's ``settings`` (as
+        :func:`nres.config.config_to_dict` gives them) at start: :meth:`defaults_line`
+        and the entry's own ``notes``."""
+        line = self.defaults_line(settings)
+        return ([line] if line else []) + list(self.notes(settings) if self.notes else [])
+
+    def defaults(self, options: Mapping[str, Any]) -> TaskDefaults:
+        """The defaults under a user's ``options``: ``training_defaults`` with
+        ``defaults_for(options)`` over them."""
+        chosen = self.defaults_for(options) if self.defaults_for else TaskDefaults()
+        return chosen._replace(training={**self.training_defaults, **chosen.training})
+
+    def defaults_line(self, settings: Mapping[str, Any]) -> Optional[str]:
+        """One line naming the option-dependent defaults of a resolved config's
+        ``settings`` (:func:`nres.config.config_to_dict`) and which of them the user
+        changed; None for entries without ``defaults_for``."""
+        if self.defaults_for is None:
+            return None
+        options = dict(settings.get("task_options", {}))
+        if settings.get("horizon") is not None:  # T is a training setting once resolved
+            options["horizon"] = settings["horizon"]
+        chosen = self.defaults_for(options)
+        pairs = [(k, v, settings.get(k)) for k, v in chosen.training.items()]
+        pairs += [(k, v, options.get(k, v)) for k, v in chosen.options.items()]
+        if not pairs:
+            return None
+        shown = [f"{k}={v}" for k, v, now in pairs if now == v]
+        changed = [f"{k}={now} (default {v})" for k, v, now in pairs if now != v]
+        return (f"{self.name} defaults{' for ' + chosen.source if chosen.source else ''}: {', '.join(shown)}"
+                + (f"; changed: {', '.join(changed)}" if changed else ""))
 
 
 _MODULES = {

@@ -28,6 +28,7 @@ import numpy as np
 
 from nres.task import Task
 from nres.tasks import TaskEntry
+from nres.tasks.rl.defaults import SWIMMER, defaults_for
 from nres.tasks.rl.envs import EnvSpec, load_env
 from nres.tasks.rl.policies import ObsScaler, Policy
 
@@ -178,13 +179,28 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
     )
 
 
+# What MJX costs on a CPU against CPU MuJoCo (Swimmer defaults, per update): measured by
+# experiments/rl_defaults/mjx_cost.py, docs/results/rl_defaults/mjx_cost.json.
+MJX_ON_CPU = {"ratio": 4.5, "cold_start_ratio": 4, "commit": "ee2f68a316fc"}
+
+
+def start_notes(settings) -> list[str]:
+    """A note at the start of an MJX run whose JAX runs on the CPU: what that costs here."""
+    if settings.get("task_options", {}).get("physics") != "mjx" or jax.default_backend() != "cpu":
+        return []
+    return [f"note: MJX on a CPU: about {MJX_ON_CPU['ratio']:g}x slower per update than --physics mujoco, and "
+            f"{MJX_ON_CPU['cold_start_ratio']:g}x slower to start (Swimmer on a 2-core CPU, commit "
+            f"{MJX_ON_CPU['commit']}; README: MuJoCo policy learning); use --physics mjx on a GPU"]
+
+
 ENTRY = TaskEntry(
     name="rl",
     config_cls=RLConfig,
     build=make_rl_task,
-    # The paper's Swimmer NRES settings (SPEC section 6).
-    training_defaults={"estimator": "nres", "num_particles": 30, "unroll_length": 100, "sigma": 0.3,
-                       "optimizer": "sgd", "lr": 3.0, "iterations": 300, "eval_every": 25},
-    description="MuJoCo locomotion (gymnasium -v5) with a linear or MLP policy, loss = -reward",
+    training_defaults=SWIMMER,  # the paper's Swimmer NRES settings (SPEC section 6)
+    defaults_for=defaults_for,  # each --env its own (nres.tasks.rl.defaults)
+    notes=start_notes,
+    description="MuJoCo locomotion (gymnasium -v5) with a linear or MLP policy, loss = -reward; "
+                "training defaults per --env (printed at start)",
     metrics=("test_return", "test_loss"),
 )
