@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -121,6 +122,30 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {err.strerror or err}") from None
 
 
+def _start_reaper(ray) -> Optional[subprocess.Popen]:
+    """The watcher that ends this driver's local Ray instance if the driver is killed
+    (:mod:`nres.engines.ray_reaper`); None where Ray does not say which processes it started."""
+    try:
+        processes = ray._private.worker._global_node.all_processes
+        roots = [str(info.process.pid) for infos in processes.values() for info in infos]
+    except Exception:  # a Ray without this (private) record: nothing to watch
+        return None
+    script = os.path.join(os.path.dirname(__file__), "ray_reaper.py")
+    bundled = os.path.join(os.path.dirname(ray.__file__), "thirdparty_files")  # Ray's own psutil
+    return subprocess.Popen([sys.executable, script, bundled, *roots], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+
+
+def _stop_reaper(reaper: subprocess.Popen) -> None:
+    """Ray was shut down: the watcher ends without touching anything."""
+    try:
+        reaper.stdin.write("done\n")
+        reaper.stdin.close()
+        reaper.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        reaper.kill()
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -141,6 +166,7 @@ class RayEngine:
         ray = self.ray = _import_ray()
         self.num_particles, self.num_workers, self.shard = n, num_workers, n // num_workers
         self._owns_ray = False
+        self._reaper = None
         self.actors: list = []
         if not ray.is_initialized():
             try:
@@ -156,6 +182,8 @@ class RayEngine:
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ConfigError(f"cannot start or join {where}: {_first_line(err)}") from None
             self._owns_ray = True
+            if address is None:
+                self._reaper = _start_reaper(ray)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if cpus < num_workers:  # the actors would wait for CPUs forever
             self.close()
@@ -292,3 +320,6 @@ class RayEngine:
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
             self._owns_ray = False
+        if self._reaper is not None:
+            _stop_reaper(self._reaper)
+            self._reaper = None
