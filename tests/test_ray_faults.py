@@ -10,6 +10,8 @@ usually a chunk ahead of the state the stop checkpoints. The reference is the lo
 engine uninterrupted (the Ray engine equals it bit for bit, ``tests/test_engines.py``).
 """
 
+import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -26,7 +28,9 @@ from nres.build import resolve_config
 from nres.run import resume_run, start_run
 
 psutil = pytest.importorskip("psutil")
-pytest.importorskip("ray")
+# Ray itself is imported by the engine's driver process only (tests/test_engines.py's
+# fixture must set its token before this pytest process imports Ray).
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray")
 
 SETTINGS = {"task": "lorenz", "num_particles": 8, "unroll_length": 10, "horizon": 40, "eval_every": 0,
             "eval_at_end": False}
@@ -77,8 +81,6 @@ def _wait_rows(proc, path, count) -> None:
 
 def _counters(path) -> dict:
     with np.load(path / rundir.CHECKPOINT, allow_pickle=False) as data:
-        import json
-
         return json.loads(str(data["metadata"]))["counters"]
 
 
@@ -159,3 +161,71 @@ def test_a_stopped_ray_driver_resumes_to_the_uninterrupted_run(tmp_path, signum,
     total = stopped + 12
     _finish(_driver("--resume", str(out), "--iterations", str(total), *RAY), 0)
     _same_run(out, _local(tmp_path, "one", total, every))
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head started by ``ray start --head`` on 127.0.0.1 (its own temporary
+    directory and token); yields ``(address, env, head processes)``. Its processes are
+    found by pid and killed at the end (``ray stop`` would stop every Ray on the machine)."""
+    import secrets
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="nres-ray-")  # short: Ray's socket paths must fit 107 bytes
+    port = _free_port()
+    env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    started = subprocess.run([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                              "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                              "--temp-dir", temp], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    head = [p for p in psutil.process_iter(["cmdline"])
+            if temp in " ".join(p.info["cmdline"] or []) or str(port) in " ".join(p.info["cmdline"] or [])]
+    family = head + [c for p in head for c in _children(p)]
+    try:
+        assert started.returncode == 0, started.stderr[-2000:]
+        yield f"127.0.0.1:{port}", env, family
+    finally:
+        for p in _alive(family + [c for p in family for c in _children(p)]):
+            p.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _children(proc) -> list:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_driver_that_loses_its_ray_cluster_ends_with_one_line_and_a_resumable_checkpoint(tmp_path, ray_head):
+    """The Ray head (GCS and raylet) killed mid-run: Ray ends its driver process at once;
+    the run ends with one line naming the lost cluster and exit 4, and its last periodic
+    checkpoint resumes on the local engine to the uninterrupted run."""
+    address, env, head = ray_head
+    joined = tmp_path / "joined"  # a run that joins a cluster leaves it running
+    _finish(_driver(*FLAGS, "--out", str(joined), "--iterations", "3", *RAY, "--ray-address", address, env=env), 0)
+    assert len(_train_rows(joined)) == 3
+    killed = [p for p in head if p.name() in ("gcs_server", "raylet")]
+    assert len(killed) == 2 and len(_alive(killed)) == 2, [p.name() for p in head]
+    out = tmp_path / "ray"
+    proc = _driver(*FLAGS, "--checkpoint-every", "7", "--out", str(out), "--iterations", "100000", *RAY,
+                   "--ray-address", address, env=env)
+    _wait_rows(proc, out, 30)
+    for p in killed:
+        p.kill()
+    stderr = _finish(proc, 4)
+    lines = [line for line in stderr.splitlines() if line.startswith("nres:")]
+    assert len(lines) == 1 and lines[0].startswith(f"nres: error: lost the Ray cluster at '{address}'"), stderr
+    assert "Traceback" not in stderr, stderr[-3000:]
+    stopped = _counters(out)["iteration"]
+    assert stopped >= 28 and stopped % 7 == 0, stopped
+    total = stopped + 12
+    _finish(_driver("--resume", str(out), "--iterations", str(total)), 0)
+    _same_run(out, _local(tmp_path, "one", total, 7))
