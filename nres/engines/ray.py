@@ -65,6 +65,10 @@ from nres.particles import burn_in_select, map_particle_axis
 MAX_RESTARTS_PER_WINDOW = 3
 INLINE_BYTES = 100_000  # Ray's limit for arguments sent inside the call (max_direct_call_object_size)
 CLOSE_TIMEOUT_S = 60.0
+# Ray starts its workers at niceness 15; the actors are this run's compute (the local
+# engine's work runs at the run's own niceness), so a local Ray instance nres starts
+# runs them at 0 unless this is set. A joined cluster keeps its own setting.
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
 
 
 class _Worker:
@@ -87,15 +91,22 @@ class _Worker:
 
         self._window = jax.jit(window)
         self.state = jax.device_put(state)
+        self.busy_s = 0.0  # seconds spent in windows (see RayDriver.profile)
 
     def pid(self) -> int:
         return os.getpid()
 
     def window(self, theta, hold=None, index=0):
         """Window ``index`` of a chunk with burn-in windows ``hold`` (all ``N``; None: none)."""
+        start = time.perf_counter()
         hold = self.no_hold if hold is None else hold
         scalars, self.state = self._window(self.state, theta, hold, np.int32(index))
-        return jax.device_get(scalars)
+        scalars = jax.device_get(scalars)
+        self.busy_s += time.perf_counter() - start
+        return scalars
+
+    def busy(self) -> float:
+        return self.busy_s
 
     def replay(self, windows) -> int:
         """Rerun windows given as the ``(theta, hold, index)`` of :meth:`window`."""
@@ -221,6 +232,10 @@ class RayEngine:
     def agree(self, count, signum):  # one driver process decides alone
         return count, signum
 
+    def profile(self) -> dict:
+        """Where the windows' time went (:meth:`RayDriver.profile`)."""
+        return self._call("profile")
+
     def close(self) -> None:
         """Shut the driver down (it shuts down a Ray instance it started)."""
         if self._conn is None:
@@ -281,6 +296,7 @@ class RayDriver:
         if not ray.is_initialized():
             try:
                 if address is None:
+                    os.environ.setdefault(WORKER_NICENESS_ENV, "0")  # read by the raylet this starts
                     ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False,
                              log_to_driver=False, configure_logging=False)
                 else:
@@ -302,6 +318,7 @@ class RayDriver:
         self._base = 0  # windows run (since the learner was placed) when the snapshot was taken
         self.restarts = 0
         self.bytes_to_workers = self.bytes_from_workers = 0
+        self._clock = {"windows": 0, "gather_s": 0.0, "apply_s": 0.0}
 
         def apply(theta, opt_state, scalars, burn_in):
             grad, info = estimator.gradient(scalars, theta)
@@ -397,12 +414,17 @@ class RayDriver:
         for index in range(count):
             burning = hold is not None and index < hold.max()
             args = (hold, index) if burning else (None, 0)
+            start = time.perf_counter()
             shared = theta_host if size <= INLINE_BYTES else self.ray.put(theta_host)
             parts = self._gather(lambda a: a.window.remote(shared, *args))
+            gathered = time.perf_counter()
             self._replay.append((theta_host, *args))
             scalars = WindowScalars(*(np.concatenate(xs) for xs in zip(*parts)))
             theta, opt_state, info = self._apply(theta, opt_state, scalars, np.bool_(burning))
             theta_host = jax.device_get(theta)
+            self._clock["windows"] += 1
+            self._clock["gather_s"] += gathered - start
+            self._clock["apply_s"] += time.perf_counter() - gathered
             infos.append(info)
             thetas.append(theta_host)
             self.bytes_to_workers += size * self.num_workers
@@ -412,6 +434,13 @@ class RayDriver:
         thetas = jax.tree_util.tree_map(stack, *thetas)
         stats = (self.restarts, self.bytes_to_workers, self.bytes_from_workers)
         return theta_host, jax.device_get(opt_state), position + count, infos, thetas, stats
+
+    def profile(self) -> dict:
+        """Where the windows' time went, in seconds since the actors started:
+        ``windows`` run; ``gather_s``, from sending ``theta`` to having every actor's
+        scalars (a window's round trip, actors' work included); ``apply_s``, the
+        learner's gradient and step; ``busy_s``, each actor's time in its windows."""
+        return {**self._clock, "busy_s": self.ray.get([a.busy.remote() for a in self.actors])}
 
     def close(self) -> None:
         for actor in self.actors:
