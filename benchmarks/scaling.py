@@ -23,12 +23,14 @@ waking the actors); ``learner``, rebuilding the gradient and the optax step;
 process, stacking results). Each window is one Ray call per actor, ``theta`` sent by
 value (29 bytes per pair come back), every actor's result fetched by one ``ray.get``.
 
-The model (:func:`predict`): an update with ``K`` actors costs
-``t(K) = w N / K + r + a`` seconds, with ``w`` one pair's window (from ``ray-1``'s
-actor time), ``r`` the round trip and ``a`` the learner's step (both measured), when
-each actor has a core of its own; hosts add their network's round trip to ``r``
-(``--network-ms``, an assumption, not measured here). It is checked against the
-measured ``ray-2`` (and ``local`` as ``w N + a``) and then tabulated.
+The model (:func:`predict`): with ``K`` actors of ``threads`` simulator threads each
+(CPU MuJoCo's ``num_threads``; 0 means every CPU) on ``H`` hosts of ``C`` cores, an
+update costs ``t = c N / min(K threads, H C) + r + (K - 1) s + a`` seconds: ``c`` is one
+pair's window in core-seconds (from ``ray-1``'s actor), ``r`` the round trip with one
+actor, ``s`` what each further actor adds (``ray-2``'s minus ``ray-1``'s), ``a`` the
+learner's step; hosts add their network's round trip (``--network-ms``, an assumption,
+not measured here). It is checked against every measured point (``local`` as
+``c N / threads + a``) and then tabulated for more workers and hosts.
 
 Usage: python benchmarks/scaling.py [--rounds 5] [--updates 5] [--tasks swimmer-paper,halfcheetah-paper]
 """
@@ -132,12 +134,20 @@ class Engine:
         self.trainer.engine.close()
 
 
-def predict(pair_window_s: float, num_pairs: int, workers: int, round_trip_s: float, learner_s: float,
-            hosts: int = 1, network_s: float = 0.0) -> float:
-    """Seconds per update with ``workers`` Ray actors, each on a core of its own, spread
-    over ``hosts`` hosts: ``w N / K + r + a`` (plus the network's round trip when the
-    actors are not all on the driver's host)."""
-    return pair_window_s * num_pairs / workers + round_trip_s + learner_s + (network_s if hosts > 1 else 0.0)
+def predict(core_s: float, num_pairs: int, workers: int, threads: int, cores_per_host: int, round_trip_s: float,
+            per_actor_s: float, learner_s: float, network_s: float = 0.0) -> tuple[float, int]:
+    """``(seconds per update, hosts)`` with ``workers`` Ray actors of ``threads`` simulator
+    threads each, on as many hosts of ``cores_per_host`` cores as give every thread a core
+    (the driver's host first)::
+
+        t = c N / min(K threads, H cores) + r + (K - 1) s + a (+ the network's round trip if H > 1)
+
+    ``c``: core-seconds of one pair's window; ``r``: the round trip with one actor; ``s``:
+    what each further actor adds to it; ``a``: the learner's step."""
+    hosts = max(1, math.ceil(workers * threads / cores_per_host))
+    cores = min(workers * threads, hosts * cores_per_host)
+    seconds = core_s * num_pairs / cores + round_trip_s + (workers - 1) * per_actor_s + learner_s
+    return seconds + (network_s if hosts > 1 else 0.0), hosts
 
 
 def _quantiles(values: list[float]) -> str:
@@ -199,36 +209,42 @@ def run_task(name: str, args, address: str) -> None:
         print(f"{'engine':8} " + " ".join(f"{p:>12}" for p in names))
         for engine in rays:
             print(f"{engine.label:8} " + " ".join(f"{1e3 * engine.median_part(p):12.2f}" for p in names))
-        _model(rays, engines[0], n, args)
+        threads = config.task_options.get("num_threads", 0) if config.task == "rl" else 1
+        _model(rays, engines[0], n, threads or os.cpu_count() or 1, args)
     for engine in engines:
         engine.close()
 
 
-def _model(rays: list, local: "Engine", n: int, args) -> None:
-    """The model's inputs from ray-1, checked against every measured point, then tabulated."""
-    one = rays[0]
-    pair_s = one.median_part("window") / n
-    round_trip = statistics.median(e.median_part("round trip") + e.median_part("run<->driver") for e in rays)
+def _model(rays: list, local: "Engine", n: int, threads: int, args) -> None:
+    """The model's inputs from ray-1 and ray-2, checked at every measured point, then tabulated."""
+    cores = args.cores_per_host
+    used = min(threads, cores)  # cores one actor's simulator threads use
+    by_k = {int(e.label.split("-")[1]): e for e in rays}
+    one = by_k[1]
+    core_s = one.median_part("window") * used / n
+    overhead = {k: e.median_part("round trip") + e.median_part("run<->driver") for k, e in by_k.items()}
+    per_actor = max(0.0, overhead.get(2, overhead[1]) - overhead[1])
     learner = statistics.median(e.median_part("learner") for e in rays)
-    print(f"model: t(K) = w N / K + r + a with w = {1e3 * pair_s:.4f} ms per pair-window (ray-1's actor), "
-          f"r = {1e3 * round_trip:.2f} ms (round trip + run<->driver), a = {1e3 * learner:.2f} ms (learner)")
+    print(f"model: t = c N / min(K threads, H cores) + r + (K - 1) s + a; from the medians: c = "
+          f"{1e3 * core_s:.4f} core-ms per pair-window (ray-1's actor, {used} threads), r = {1e3 * overhead[1]:.2f} ms "
+          f"(ray-1's round trip + run<->driver), s = {1e3 * per_actor:.2f} ms (ray-2's minus ray-1's), "
+          f"a = {1e3 * learner:.2f} ms (learner); threads = {threads}, {cores} cores per host")
     print(f"{'point':8} {'predicted ms':>13} {'measured ms':>12} {'measured/predicted':>19}")
-    points = [(e.label, predict(pair_s, n, int(e.label.split('-')[1]), round_trip, learner), e.seconds)
-              for e in rays]
-    points.append(("local", predict(pair_s, n, 1, 0.0, learner), local.seconds))
+    points = [(e.label, predict(core_s, n, k, threads, cores, overhead[1], per_actor, learner)[0], e.seconds)
+              for k, e in by_k.items()]
+    points.append(("local", core_s * n / used + learner, local.seconds))  # one process, the same threads
     for label, predicted, seconds in points:
         measured = statistics.median(seconds)
         print(f"{label:8} {1e3 * predicted:13.2f} {1e3 * measured:12.2f} {measured / predicted:19.2f}")
-    print(f"predicted updates/s, a core per actor, {args.cores_per_host} cores per host, "
-          f"{args.network_ms:g} ms network round trip between hosts (assumed):")
+    print(f"predicted, every simulator thread on a core of its own, {args.network_ms:g} ms more per round trip "
+          f"once the actors span hosts (assumed, not measured):")
     print(f"{'workers':>8} {'hosts':>6} {'updates/s':>10} {'x local':>8}")
     local_s = statistics.median(local.seconds)
     for k in (1, 2, 4, 8, 16, 32):
-        if n % k:
-            continue
-        hosts = math.ceil(k / args.cores_per_host)
-        seconds = predict(pair_s, n, k, round_trip, learner, hosts, args.network_ms / 1e3)
-        print(f"{k:8d} {hosts:6d} {1 / seconds:10.1f} {local_s / seconds:8.2f}")
+        if n % k == 0:
+            seconds, hosts = predict(core_s, n, k, threads, cores, overhead[1], per_actor, learner,
+                                     args.network_ms / 1e3)
+            print(f"{k:8d} {hosts:6d} {1 / seconds:10.1f} {local_s / seconds:8.2f}")
 
 
 def main():
