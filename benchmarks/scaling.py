@@ -135,16 +135,17 @@ class Engine:
 
 
 def predict(core_s: float, num_pairs: int, workers: int, threads: int, cores_per_host: int, round_trip_s: float,
-            per_actor_s: float, learner_s: float, network_s: float = 0.0) -> tuple[float, int]:
+            per_actor_s: float, learner_s: float, network_s: float = 0.0, hosts: int | None = None
+            ) -> tuple[float, int]:
     """``(seconds per update, hosts)`` with ``workers`` Ray actors of ``threads`` simulator
-    threads each, on as many hosts of ``cores_per_host`` cores as give every thread a core
-    (the driver's host first)::
+    threads each, on ``hosts`` hosts of ``cores_per_host`` cores (default: as many as give
+    every thread a core)::
 
         t = c N / min(K threads, H cores) + r + (K - 1) s + a (+ the network's round trip if H > 1)
 
     ``c``: core-seconds of one pair's window; ``r``: the round trip with one actor; ``s``:
     what each further actor adds to it; ``a``: the learner's step."""
-    hosts = max(1, math.ceil(workers * threads / cores_per_host))
+    hosts = hosts or max(1, math.ceil(workers * threads / cores_per_host))
     cores = min(workers * threads, hosts * cores_per_host)
     seconds = core_s * num_pairs / cores + round_trip_s + (workers - 1) * per_actor_s + learner_s
     return seconds + (network_s if hosts > 1 else 0.0), hosts
@@ -229,13 +230,13 @@ def _model(rays: list, local: "Engine", n: int, threads: int, args) -> None:
           f"{1e3 * core_s:.4f} core-ms per pair-window (ray-1's actor, {used} threads), r = {1e3 * overhead[1]:.2f} ms "
           f"(ray-1's round trip + run<->driver), s = {1e3 * per_actor:.2f} ms (ray-2's minus ray-1's), "
           f"a = {1e3 * learner:.2f} ms (learner); threads = {threads}, {cores} cores per host")
-    print(f"{'point':8} {'predicted ms':>13} {'measured ms':>12} {'measured/predicted':>19}")
-    points = [(e.label, predict(core_s, n, k, threads, cores, overhead[1], per_actor, learner)[0], e.seconds)
-              for k, e in by_k.items()]
+    print(f"{'point':8} {'predicted ms (this host)':>25} {'measured ms':>12} {'measured/predicted':>19}")
+    points = [(e.label, predict(core_s, n, k, threads, cores, overhead[1], per_actor, learner, hosts=1)[0],
+               e.seconds) for k, e in by_k.items()]  # measured on this one host
     points.append(("local", core_s * n / used + learner, local.seconds))  # one process, the same threads
     for label, predicted, seconds in points:
         measured = statistics.median(seconds)
-        print(f"{label:8} {1e3 * predicted:13.2f} {1e3 * measured:12.2f} {measured / predicted:19.2f}")
+        print(f"{label:8} {1e3 * predicted:25.2f} {1e3 * measured:12.2f} {measured / predicted:19.2f}")
     print(f"predicted, every simulator thread on a core of its own, {args.network_ms:g} ms more per round trip "
           f"once the actors span hosts (assumed, not measured):")
     print(f"{'workers':>8} {'hosts':>6} {'updates/s':>10} {'x local':>8}")
