@@ -3,13 +3,14 @@
 Processes: the run's process holds a :class:`RayEngine`, which starts one *driver
 process* (``python -m nres.engines.ray_driver``) that starts or joins Ray and runs
 :class:`RayDriver`; the two exchange one message each way per chunk of updates (host
-arrays over a socket pair). The run's process is not itself a Ray driver because Ray
-ends a driver at once (exit 1, no Python code runs) when the raylet it is connected to
-dies (the Ray head killed, the node lost). Kept apart, the run sees its driver end and
-raises :class:`~nres.engines.peers.PeerLost`: one line ``nres: error: lost the Ray
-cluster ...``, exit 4, the last checkpoint intact. And a killed run process (SIGKILL)
-leaves the driver at the end of its input, which shuts its Ray instance down, so no
-Ray process (dashboard or runtime-env agent, actor) outlives the run.
+arrays over a socket pair; the driver starts up while the run compiles its init). The
+run's process is not itself a Ray driver because Ray ends a driver at once (exit 1, no
+Python code runs) when the raylet it is connected to dies (the Ray head killed, the
+node lost). Kept apart, the run sees its driver end and raises
+:class:`~nres.engines.peers.PeerLost`: one line ``nres: error: lost the Ray cluster
+...``, exit 4, the last checkpoint intact. And a killed run process (SIGKILL) leaves the
+driver at the end of its input, which shuts its Ray instance down, so no Ray process
+(dashboard or runtime-env agent, actor) outlives the run.
 
 Every window the driver sends ``theta`` to every actor in the same call (by value
 when small, else put once in the object store and shared), each actor runs the window
@@ -177,19 +178,31 @@ class RayEngine:
         self.num_particles, self.num_workers, self.address = n, num_workers, address
         self.restarts = self.bytes_to_workers = self.bytes_from_workers = 0
         self._proc, self._conn = _start_driver()
-        self._call("start", config_to_dict(job.config), num_workers, address)
+        # The driver imports JAX, builds the task and starts or joins Ray while this
+        # process compiles its init; its answer is read by the first call that needs it.
+        self._conn.send(("start", (config_to_dict(job.config), num_workers, address)))
+        self._starting = True
 
     def _call(self, method: str, *args):
         """``RayDriver.method(*args)`` in the driver process."""
-        if self._conn is None:
-            raise PeerLost(self._lost_message())
+        if self._starting:
+            self._starting = False
+            self._reply()
+        if self._conn is None:  # closed after the driver was lost
+            self._lost()
         try:
             self._conn.send((method, args))
+        except OSError:  # the driver is gone
+            self._lost()
+        return self._reply()
+
+    def _reply(self):
+        if self._conn is None:
+            self._lost()
+        try:
             status, value = self._conn.recv()
         except (EOFError, OSError):
-            message = self._lost_message()
-            self._drop()
-            raise PeerLost(message) from None
+            self._lost()
         if status == "ok":
             return value
         if status == "bad input":
@@ -197,15 +210,18 @@ class RayEngine:
             raise ConfigError(value)
         raise RuntimeError(value)
 
-    def _lost_message(self) -> str:
+    def _lost(self) -> None:
+        """The driver process is gone: raise :class:`PeerLost` (one line, exit 4)."""
         try:
             code = self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             code = None
+        if self._conn is not None:
+            self._drop()
         how = "stopped answering" if code is None else f"ended (exit {code})"
-        return (f"lost {_where(self.address)}: the Ray driver process {how}, as Ray does when the raylet it is "
-                f"connected to dies (the Ray head or this node gone); the last checkpoint is intact, continue "
-                f"with nres train --resume DIR (on any engine) (exit {EXIT_PEER_LOST})")
+        raise PeerLost(f"lost {_where(self.address)}: the Ray driver process {how}, as Ray does when the raylet it is "
+                       f"connected to dies (the Ray head or this node gone); the last checkpoint is intact, continue "
+                       f"with nres train --resume DIR (on any engine) (exit {EXIT_PEER_LOST})") from None
 
     def place(self, learner):
         if isinstance(learner.estimator_state, _RemoteState):

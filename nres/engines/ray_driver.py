@@ -27,7 +27,7 @@ def serve(conn: Connection) -> None:
             except (EOFError, OSError):
                 return
             if method == "close":
-                conn.send(("ok", None))
+                _reply(conn, ("ok", None))
                 return
             try:
                 if method == "start":
@@ -42,10 +42,20 @@ def serve(conn: Connection) -> None:
             except Exception as err:
                 text = str(err).strip().splitlines()
                 reply = ("error", f"{type(err).__name__}: {text[0] if text else ''}")
-            conn.send(reply)
+            if not _reply(conn, reply):
+                return
     finally:
         if driver is not None:
             driver.close()
+
+
+def _reply(conn: Connection, message) -> bool:
+    """Send ``message``; False when the run's process is gone (killed mid-request)."""
+    try:
+        conn.send(message)
+        return True
+    except OSError:
+        return False
 
 
 def main(argv: list[str]) -> int:
