@@ -486,6 +486,10 @@ def _guarded(argv: Optional[Sequence[str]]) -> int:
         print(f"nres: error: {_os_error_message(err, _command_name(argv))}", file=sys.stderr)
         return EXIT_OS_ERROR
     except Exception as err:
+        lost = getattr(sys.modules.get("nres.engines.peers"), "PeerLost", ())
+        if isinstance(err, lost):  # a process the run needs is gone: one line, its exit code
+            print(f"nres: error: {err}", file=sys.stderr)
+            return err.exit_code
         return _report_error(err, debug)
 
 

@@ -9,6 +9,7 @@ is rebuilt from them by the same program on every engine.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -196,21 +197,19 @@ def test_a_killed_peer_ends_the_other_process_within_the_timeout(tmp_path):
 
 
 # -- Ray --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+# The Ray engine starts its own local Ray instance from its driver process (this pytest
+# process never imports Ray); joining a running cluster is tested in tests/test_ray_faults.py.
+RAY = EngineOptions("ray", num_workers=2)
 
 
 @pytest.mark.slow
-def test_ray_workers_equal_one_process_on_swimmer(ray_cluster):
+def test_ray_workers_equal_one_process_on_swimmer():
+    pytest.importorskip("ray")
     config = resolve_config({**SWIMMER, "iterations": 4})
     reference = Trainer(config)
     learner, counters = reference.init()
     _, steps = reference.update_many(learner, counters, 4)
-    workers = Trainer(config, engine=EngineOptions("ray", num_workers=2))
+    workers = Trainer(config, engine=RAY)
     try:
         learner, counters = workers.init()
         learner, ray_steps = workers.update_many(learner, counters, 4)
@@ -225,11 +224,12 @@ def test_ray_workers_equal_one_process_on_swimmer(ray_cluster):
             np.testing.assert_array_equal(a, b)
     finally:
         workers.engine.close()
-    assert ray_cluster.is_initialized(), "an engine must not shut down a Ray instance it joined"
 
 
 @pytest.mark.slow
-def test_a_killed_ray_worker_is_rebuilt_and_the_run_resumes(ray_cluster, tmp_path, capfd):
+def test_a_killed_ray_worker_is_rebuilt_and_the_run_resumes(tmp_path, capfd):
+    pytest.importorskip("ray")
+    psutil = pytest.importorskip("psutil")
     iterations, more = 60, 10
     config = resolve_config({**LORENZ, "iterations": iterations, "checkpoint_every": 20})
     reference = start_run(config, str(tmp_path / "one"), progress=False)
@@ -238,20 +238,18 @@ def test_a_killed_ray_worker_is_rebuilt_and_the_run_resumes(ray_cluster, tmp_pat
 
     def train():
         try:
-            start_run(config, str(out), progress=False, engine=EngineOptions("ray", num_workers=2))
+            start_run(config, str(out), progress=False, engine=RAY)
         except BaseException as err:  # reported by the assertion below
             errors.append(err)
 
     thread = threading.Thread(target=train)
     thread.start()
     deadline = time.time() + TIMEOUT_S
-    names = []
-    while len(names) < 2 and time.time() < deadline:
-        names = [n["name"] if isinstance(n, dict) else n for n in ray_cluster.util.list_named_actors()]
-        names = [n for n in names if n.startswith("nres-worker-")]
+    actors = []
+    while len(actors) < 2 and time.time() < deadline:  # the actors' processes, under the engine's Ray
+        actors = [p for p in psutil.Process().children(recursive=True) if p.name() == "ray::_Worker"]
         time.sleep(0.05)
-    victim = ray_cluster.get_actor(sorted(names)[1])
-    pid = ray_cluster.get(victim.pid.remote())
+    pid = actors[-1].pid
     while time.time() < deadline and not (out / rundir.METRICS).exists():
         time.sleep(0.02)
     while time.time() < deadline and len(_losses(out)) < 25:  # past the checkpoint at update 20
@@ -261,7 +259,7 @@ def test_a_killed_ray_worker_is_rebuilt_and_the_run_resumes(ray_cluster, tmp_pat
     thread.join(TIMEOUT_S)
     assert not thread.is_alive() and not errors, errors
     err = capfd.readouterr().err
-    assert "Ray worker 1 died" in err and "replayed" in err, err[-2000:]
+    assert re.search(r"Ray worker [01] died", err) and "replayed" in err, err[-2000:]
     np.testing.assert_array_equal(_thetas(out), _thetas(reference))
     assert _losses(out) == _losses(reference)
     # the directory is a valid run: it resumes (on any engine) where it stopped

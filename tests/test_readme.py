@@ -12,6 +12,13 @@ Every ```bash block of README.md is tagged by the HTML comment just above it:
   and resolved by the real parsers (flags, values, config) without running; other
   ``nres`` commands must list every flag used in their ``--help``; a ``python``
   command's script or module must exist.
+* ``<!-- readme-test: processes -->``: the scale-out commands, each run as its own process
+  in order, in one scratch directory (its own ``HOME``), ``nres train`` with the tiny
+  budgets of ``run`` blocks: a line ending in ``&`` runs in the background until
+  ``wait``; ``export NAME=VALUE`` sets the environment of the lines after it; every port
+  is swapped for a free one; ``ray start`` gets its own temporary directory, and ``ray
+  stop`` (which would stop every Ray instance on the machine) ends just the processes of
+  the block's own ``ray start``.
 * ``<!-- readme-test: skip (reason) -->``: installs and other shell commands.
 
 A ```toml block tagged ``run`` is written to the file that the following run block's
@@ -26,6 +33,10 @@ import pathlib
 import re
 import shlex
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
@@ -78,7 +89,7 @@ def test_every_bash_block_is_tagged_and_the_readme_cites_nothing_users_cannot_se
     found = blocks()
     bash = [(tag, body) for tag, lang, body in found if lang == "bash"]
     assert len(bash) >= 8, "expected the README's command blocks"
-    untagged = [body.splitlines()[0] for tag, body in bash if tag not in ("run", "parse", "skip")]
+    untagged = [body.splitlines()[0] for tag, body in bash if tag not in ("run", "parse", "processes", "skip")]
     assert not untagged, f"bash blocks without a readme-test tag: {untagged}"
     text = README.read_text()
     for word in ("SPEC", "the issue"):
@@ -179,3 +190,88 @@ def test_run_blocks_run_as_written_with_tiny_budgets(tmp_path, monkeypatch):
                 assert any(re.fullmatch(r"[\w.-]+-\d{8}-\d{6}", name) for name in made), made
             ran += 1
     assert ran >= 12
+
+
+PROCESS_TIMEOUT_S = 600
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _with_free_ports(body: str) -> str:
+    """Every port of the block (``HOST:PORT``, ``--port PORT``) swapped for a free one."""
+    ports = set(re.findall(r"(?:localhost|127\.0\.0\.1|--port) ?:?(\d{4,5})\b", body))
+    for port in ports:
+        body = re.sub(rf"\b{port}\b", str(_free_port()), body)
+    return body
+
+
+def _ray_head(temp: str) -> list:
+    """The processes of the Ray instance whose temporary directory is ``temp`` (with children)."""
+    import psutil
+
+    found = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
+    for p in list(found):
+        try:
+            found += p.children(recursive=True)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_scale_out_blocks_run_on_one_machine_as_written(tmp_path):
+    scale_out = [body for tag, lang, body in blocks() if tag == "processes"]
+    assert scale_out, "the README's scale-out commands are tagged readme-test: processes"
+    env = dict(os.environ, HOME=str(tmp_path / "home"), JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env.pop("XLA_FLAGS", None)
+    (tmp_path / "home").mkdir()
+    temp = tempfile.mkdtemp(prefix="nres-ray-")  # short: Ray's socket paths must fit 107 bytes
+    background, runs, ran = [], {}, []
+    bin_dir = os.path.dirname(sys.executable)
+    try:
+        for body in scale_out:
+            for argv in commands(_with_free_ports(body)):
+                if argv[0] == "export":
+                    env.update(a.split("=", 1) for a in argv[1:])
+                    continue
+                if argv == ["wait"]:
+                    for proc, line in background:
+                        out, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+                        assert proc.returncode == 0, f"README command failed: {line}\n{err[-3000:]}"
+                    background = []
+                    continue
+                line, detach = shlex.join(argv), argv[-1] == "&"
+                argv = argv[:-1] if detach else argv
+                if argv[:2] == ["ray", "stop"]:
+                    for p in _ray_head(temp):
+                        p.kill()
+                    ran.append(line)
+                    continue
+                if argv[0] == "nres":
+                    full = [sys.executable, "-m", "nres.cli", *_shrink(argv, runs, tmp_path)]
+                elif argv[0] == "ray":
+                    extra = ["--temp-dir", temp, "--num-cpus", "2", "--include-dashboard", "false",
+                             "--disable-usage-stats"] if argv[1] == "start" else []
+                    full = [os.path.join(bin_dir, "ray"), *argv[1:], *extra]
+                else:
+                    pytest.fail(f"no way to run {line}")
+                proc = subprocess.Popen(full, cwd=tmp_path, env=dict(env), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                ran.append(line)
+                if detach:
+                    background.append((proc, line))
+                    continue
+                out, err = proc.communicate(timeout=PROCESS_TIMEOUT_S)
+                assert proc.returncode == 0, f"README command failed: {line} (ran as {shlex.join(full)})\n{err[-3000:]}"
+        assert not background, "a background command without a wait after it"
+    finally:
+        for proc, _ in background:
+            proc.kill()
+        for p in _ray_head(temp):
+            p.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+    assert any("--backend ray" in line for line in ran) and any("--distributed" in line for line in ran), ran

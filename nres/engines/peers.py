@@ -31,6 +31,14 @@ _PREFIX = "nres/"
 _FOREVER_MS = 2**31 - 1  # a wait bounded by the watchdog, not by the store
 
 
+class PeerLost(RuntimeError):
+    """A process the run needs is gone (a Ray cluster or its driver process): the
+    ``nres`` command prints the message as one ``nres: error:`` line and exits with
+    :data:`EXIT_PEER_LOST`; the last checkpoint is intact."""
+
+    exit_code = EXIT_PEER_LOST
+
+
 def peer_timeout() -> float:
     """Seconds without a heartbeat after which a peer counts as gone
     (``NRES_PEER_TIMEOUT``, default :data:`DEFAULT_TIMEOUT_S`)."""
