@@ -53,13 +53,20 @@ class BackgroundWriter:
     always those of some prefix of the submitted jobs. The first error a job raises is
     raised again in the caller's thread by the next :meth:`submit` or by :meth:`wait`;
     later jobs are dropped.
+
+    At most :data:`MAX_PENDING` jobs wait: a caller that checkpoints faster than the disk
+    writes waits in :meth:`submit` (each job holds its own copy of what it writes, so an
+    unbounded queue would grow without limit: a run checkpointing every 2 updates of a
+    fast task once reached 18 GB).
     """
+
+    MAX_PENDING = 2
 
     def __init__(self):
         import queue
         import threading
 
-        self._jobs: "queue.Queue" = queue.Queue()
+        self._jobs: "queue.Queue" = queue.Queue(maxsize=self.MAX_PENDING)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="nres-writer", daemon=True)
         self._thread.start()

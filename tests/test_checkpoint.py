@@ -77,3 +77,28 @@ def test_background_writes_run_in_order_and_errors_reach_the_caller(tmp_path):
         writer.wait()
     assert done[-1] == 19
     writer.close()
+
+
+def test_the_background_writer_holds_at_most_max_pending_jobs():
+    """A caller that checkpoints faster than the disk writes waits in submit instead of
+    queueing copies without limit (memory once grew to 18 GB)."""
+    import threading
+
+    from nres.checkpoint import BackgroundWriter
+
+    writer, gate, done = BackgroundWriter(), threading.Event(), []
+    writer.submit(lambda: (gate.wait(), done.append(0)))  # the disk is stuck on this one
+
+    def producer():
+        for i in range(1, BackgroundWriter.MAX_PENDING + 3):
+            writer.submit(lambda i=i: done.append(i))
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    thread.join(timeout=1.0)
+    assert thread.is_alive(), "submit must wait while MAX_PENDING jobs are queued"
+    assert writer._jobs.qsize() == BackgroundWriter.MAX_PENDING
+    gate.set()
+    thread.join(timeout=30)
+    writer.close()
+    assert done == list(range(BackgroundWriter.MAX_PENDING + 3)), "every job runs, in order"
