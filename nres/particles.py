@@ -36,7 +36,7 @@ import numpy as np
 
 from nres.task import Batch, Task
 from nres.threefry import fold_in, split
-from nres.tree import PyTree, masked_vmap, selection_size, tree_broadcast, tree_where
+from nres.tree import PyTree, masked_vmap, selection_size, tree_broadcast, tree_size, tree_where
 
 _STEP, _BATCH, _INIT, _NEXT = 1, 2, 3, 4
 _NOISE_OFFSET = 8
@@ -256,7 +256,8 @@ def advance(
 
     Episodes end rarely, so the key and state work is skipped when no pair resets, and
     with ``selective`` (positions step-unlocked: about ``N * steps / T`` pairs reset at a
-    time) done only for the resetting pairs (:func:`nres.tree.masked_vmap`).
+    time) done only for the resetting pairs (:func:`nres.tree.masked_vmap`), unless the
+    states of all pairs are small (:func:`nres.tree.selection_size`).
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + steps >= task.horizon) | ~finite
@@ -269,7 +270,8 @@ def advance(
         key = fold_in(key, _NEXT)
         return tree_broadcast(_initial_state(task, key), losses.shape[0]), key
 
-    size = selection_size(done.shape[0], steps / task.horizon) if selective else done.shape[0]
+    row_size = tree_size(new_inner) // max(done.shape[0], 1) + 2  # one pair's states and key
+    size = selection_size(done.shape[0], steps / task.horizon, row_size) if selective else done.shape[0]
     inner, episode_key = masked_vmap(fresh_episode, done, particles.episode_key,
                                      (new_inner, particles.episode_key), size, out_axes=(1, 0))
     if particles.steps is not None and taken is None:
