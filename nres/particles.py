@@ -22,7 +22,8 @@ Every random quantity of an episode is derived from its episode key, so a pair's
 members share keys and data, and replaying an episode reproduces it exactly:
 noise block ``b`` uses ``noise_key(k, b) = fold_in(k, 8 + b)``, step ``t`` uses
 ``step_key(k, t)`` and ``batch_key(k, t)``, the initial state uses ``fold_in(k, 3)`` and
-the next episode's key is ``fold_in(k, 4)``.
+the next episode's key is ``fold_in(k, 4)`` (``jax.random``'s functions, computed by
+:mod:`nres.threefry`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nres.task import Batch, Task
-from nres.tree import PyTree, masked_vmap, selection_size, tree_broadcast, tree_where
+from nres.threefry import fold_in, split
+from nres.tree import PyTree, masked_vmap, selection_size, tree_broadcast, tree_size, tree_where
 
 _STEP, _BATCH, _INIT, _NEXT = 1, 2, 3, 4
 _NOISE_OFFSET = 8
@@ -59,20 +61,20 @@ def noise_key(episode_key: jax.Array, block: jax.Array) -> jax.Array:
 
     One hash: ``fold_in(k, 8 + block)`` never meets the other streams' ``fold_in(k, 0..4)``.
     """
-    return jax.random.fold_in(episode_key, _NOISE_OFFSET + block)
+    return fold_in(episode_key, _NOISE_OFFSET + block)
 
 
 def step_key(episode_key: jax.Array, t: jax.Array) -> jax.Array:
-    return jax.random.fold_in(jax.random.fold_in(episode_key, _STEP), t)
+    return fold_in(fold_in(episode_key, _STEP), t)
 
 
 def batch_key(episode_key: jax.Array, t: jax.Array) -> jax.Array:
-    return jax.random.fold_in(jax.random.fold_in(episode_key, _BATCH), t)
+    return fold_in(fold_in(episode_key, _BATCH), t)
 
 
 def _initial_state(task: Task, episode_key: jax.Array) -> PyTree:
     """The initial state of the episode with key ``episode_key`` ``[2]``."""
-    return task.init_state(jax.random.fold_in(episode_key, _INIT))
+    return task.init_state(fold_in(episode_key, _INIT))
 
 
 def _initial_inner(task: Task, episode_keys: jax.Array, members: int = 2) -> PyTree:
@@ -86,7 +88,7 @@ def init_particles(task: Task, key: jax.Array, num_particles: int, members: int 
     ``members`` is the size of the leading axis of ``inner``: 2 for an antithetic pair,
     1 for single-trajectory methods (the autodiff baselines).
     """
-    keys = jax.random.split(key, num_particles)
+    keys = split(key, num_particles)
     return Particles(
         inner=_initial_inner(task, keys, members),
         tau=jnp.zeros((num_particles,), jnp.int32),
@@ -254,7 +256,8 @@ def advance(
 
     Episodes end rarely, so the key and state work is skipped when no pair resets, and
     with ``selective`` (positions step-unlocked: about ``N * steps / T`` pairs reset at a
-    time) done only for the resetting pairs (:func:`nres.tree.masked_vmap`).
+    time) done only for the resetting pairs (:func:`nres.tree.masked_vmap`), unless the
+    states of all pairs are small (:func:`nres.tree.selection_size`).
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + steps >= task.horizon) | ~finite
@@ -264,10 +267,11 @@ def advance(
     tau = particles.tau + steps
 
     def fresh_episode(key):  # one pair: [members, ...] and [2]
-        key = jax.random.fold_in(key, _NEXT)
+        key = fold_in(key, _NEXT)
         return tree_broadcast(_initial_state(task, key), losses.shape[0]), key
 
-    size = selection_size(done.shape[0], steps / task.horizon) if selective else done.shape[0]
+    row_size = tree_size(new_inner) // max(done.shape[0], 1) + 2  # one pair's states and key
+    size = selection_size(done.shape[0], steps / task.horizon, row_size) if selective else done.shape[0]
     inner, episode_key = masked_vmap(fresh_episode, done, particles.episode_key,
                                      (new_inner, particles.episode_key), size, out_axes=(1, 0))
     if particles.steps is not None and taken is None:
@@ -296,7 +300,7 @@ def replay_episode(task: Task, theta_at, key: jax.Array) -> jax.Array:
         live = ~task.done(state)
         return tree_where(live, new, state), jnp.where(live, loss, 0.0)
 
-    state = task.init_state(jax.random.fold_in(key, _INIT))
+    state = task.init_state(fold_in(key, _INIT))
     return jax.lax.scan(body, state, jnp.arange(task.horizon))[1]
 
 

@@ -34,12 +34,24 @@ def tree_where(mask: jax.Array, on_true: PyTree, on_false: PyTree, axis: int = 0
     return jax.tree_util.tree_map(pick, on_true, on_false)
 
 
-def selection_size(n: int, fraction: float) -> int:
+SMALL_SELECTION = 4096  # scalars: below this, computing every row costs no more than selecting
+
+
+def selection_size(n: int, fraction: float, row_size: int | None = None) -> int:
     """The static bound ``M`` of :func:`masked_vmap` for ``n`` rows of which about
     ``n * fraction`` are selected at a time: that mean plus four of its Poisson standard
     deviations plus 4, or ``n`` (no selective path) when the bound exceeds ``n / 2``,
     where selecting would save little.
+
+    ``row_size``: the scalars one row of the computation produces (None: unknown). When
+    all ``n`` rows together produce at most :data:`SMALL_SELECTION`, also ``n``: then
+    computing every row takes about as long as the selection's own work (ranks, gather,
+    scatter, loop; on CPU, Lorenz noise and resets of ``N = 200`` and ``2000`` pairs),
+    and the program has about 35 kernels fewer to compile (see
+    ``benchmarks/results/compile_experiments.txt``).
     """
+    if row_size is not None and n * row_size <= SMALL_SELECTION:
+        return n
     mean = n * min(max(fraction, 0.0), 1.0)
     size = math.ceil(mean + 4.0 * math.sqrt(mean)) + 4
     return size if 2 * size <= n else n

@@ -11,7 +11,7 @@ ROOT = pathlib.Path(nres.__file__).parent
 
 # Lower number = lower layer. A module may import only from layers at or below its own.
 LAYERS = {
-    0: ("nres.tree", "nres.interrupts", "nres.progress", "nres.tensorboard", "nres.config", "nres.tracebacks"),
+    0: ("nres.tree", "nres.threefry", "nres.interrupts", "nres.progress", "nres.tensorboard", "nres.config", "nres.tracebacks"),
     1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes", "nres.plotting", "nres.optimizer"),
     2: ("nres.particles",),
     3: ("nres.estimators", "nres.evaluation", "nres.step"),

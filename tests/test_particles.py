@@ -78,19 +78,19 @@ def test_burn_in_env_steps_counts_two_per_particle_step(nres_after_burn_in):
     assert est.burn_in_env_steps(state) == 2 * int(np.sum(state.particles.tau))
 
 
-def _data_task(horizon=5):
+def _data_task(horizon=5, size=3):
     """A task whose step uses its key and its data batch: pair members must agree."""
 
     def step(theta, state, t, key, batch):
         return state + theta * batch + jax.random.normal(key, state.shape)
 
     return Task(
-        init_theta=lambda k: jnp.ones(3),
-        init_state=lambda k: jax.random.normal(k, (3,)),
+        init_theta=lambda k: jnp.ones(size),
+        init_state=lambda k: jax.random.normal(k, (size,)),
         step=step,
         loss=lambda theta, s, t, batch: jnp.sum(s**2) + jnp.sum(batch),
         horizon=horizon,
-        sample_batch=lambda k, t: jax.random.uniform(k, (3,)),
+        sample_batch=lambda k, t: jax.random.uniform(k, (size,)),
     )
 
 
@@ -126,9 +126,9 @@ def test_reset_rule_at_horizon_and_on_nonfinite_loss():
 
 @pytest.fixture(scope="module")
 def many_pairs_reset():
-    """64 pairs, T = 40: the compiled reset rule (``advance``) and the rule written out
-    for every pair, then selected."""
-    task, n = _data_task(horizon=40), 64
+    """64 pairs, T = 40, states of 40 scalars (too large together to reset every pair): the
+    compiled reset rule (``advance``) and the rule written out for every pair, then selected."""
+    task, n = _data_task(horizon=40, size=40), 64
 
     def rule(keys, inner, done):
         fresh_keys = jax.vmap(lambda k: jax.random.fold_in(k, 4))(keys)
@@ -147,7 +147,7 @@ def test_reset_of_a_few_pairs_among_many_equals_the_rule(many_pairs_reset, reset
     for bit: new key fold_in(k, 4) and that episode's initial state in both members."""
     task, particles, step, rule = many_pairs_reset
     n = particles.tau.shape[0]
-    assert selection_size(n, 1 / task.horizon) == 11
+    assert selection_size(n, 1 / task.horizon, 2 * 40 + 2) == 11
     resetting = np.random.default_rng(resets).permutation(n)[:resets]
     particles = particles._replace(tau=jnp.zeros(n, jnp.int32).at[resetting].set(task.horizon - 1))
     inner = particles.inner + 1.0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nres.tree import (
+    SMALL_SELECTION,
     masked_vmap,
     selection_size,
     set_ranks,
@@ -120,3 +121,9 @@ def test_selection_size_covers_the_expected_count_or_falls_back_to_all_rows():
     assert selection_size(200, 1 / 2000) == 6
     assert selection_size(200, 0.5) == selection_size(200, 1.0) == 200
     assert selection_size(8, 0.0) == 4 and selection_size(7, 0.0) == 7
+
+
+def test_selection_size_computes_every_row_when_all_rows_are_small():
+    assert selection_size(200, 0.05, row_size=2) == 200  # Lorenz noise: 400 scalars in all
+    assert selection_size(200, 0.05, row_size=SMALL_SELECTION // 200) == 200
+    assert selection_size(200, 0.05, row_size=SMALL_SELECTION // 200 + 1) == selection_size(200, 0.05) < 100

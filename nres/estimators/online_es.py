@@ -65,6 +65,7 @@ from nres.tree import (
     selection_size,
     tree_add,
     tree_broadcast,
+    tree_size,
     tree_weighted_sum,
     tree_where,
     tree_zeros_like,
@@ -80,12 +81,14 @@ def refresh_noise(
 
     ``fraction`` (static): the expected share of pairs drawing. When it is small (a window
     of step-unlocked pairs) the noise is sampled only for the drawing pairs
-    (:func:`nres.tree.masked_vmap`); by default for all pairs or, when none draws, none.
+    (:func:`nres.tree.masked_vmap`), unless the noise of all pairs is small
+    (:func:`nres.tree.selection_size`); by default for all pairs or, when none draws, none.
     ``xi += eps_cur`` stays outside that computation: inside, XLA would fuse the add with
     the sampler's scale (one rounding instead of two) and change the bits of ``xi``.
     """
     fresh = lambda row: sample_noise(noise_key(*row), theta, sigma)
-    eps = masked_vmap(fresh, draw, (episode_key, block), eps, selection_size(draw.shape[0], fraction))
+    size = selection_size(draw.shape[0], fraction, tree_size(theta))
+    eps = masked_vmap(fresh, draw, (episode_key, block), eps, size)
     return eps, None if xi is None else tree_where(draw, tree_add(xi, eps), xi)
 
 
