@@ -199,11 +199,17 @@ def start_run(config: TrainConfig, out: Optional[str], overwrite: bool = False, 
     with contextlib.closing(run.trainer.engine):
         learner, counters = run.trainer.init()
         interrupts.check()  # a stop deferred during start-up ends here, before any file is written
+        created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        with rundir.RunLock(path):
-            rundir.prepare(path, overwrite=overwrite)  # checked again, now that the directory is ours
-            _write_config(run)
-            run.train(learner, counters, progress=progress, callback=callback)
+        try:
+            with rundir.RunLock(path):
+                rundir.prepare(path, overwrite=overwrite)  # checked again, now that the directory is ours
+                _write_config(run)
+                run.train(learner, counters, progress=progress, callback=callback)
+        except BaseException:
+            if created:  # stopped before config.json: no directory left, rather than one holding a lock
+                rundir.remove_if_unstarted(path)
+            raise
     return path
 
 

@@ -87,6 +87,20 @@ def is_run(path: str | pathlib.Path) -> bool:
     return (pathlib.Path(path) / CONFIG).is_file()
 
 
+def remove_if_unstarted(path: str | pathlib.Path) -> None:
+    """Remove a directory a stopped ``nres train`` created but wrote no ``config.json`` into
+    (only its lock file and temporary files); anything else is left as it is."""
+    path = pathlib.Path(path)
+    if not path.is_dir() or is_run(path):
+        return
+    leftovers = [p for p in path.iterdir() if p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+    if leftovers:
+        return
+    for p in path.iterdir():
+        p.unlink(missing_ok=True)
+    path.rmdir()
+
+
 def is_half_made(path: str | pathlib.Path) -> bool:
     """A run killed during start-up: ``config.json`` but no first checkpoint yet."""
     return is_run(path) and not (pathlib.Path(path) / CHECKPOINT).is_file()

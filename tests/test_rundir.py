@@ -109,3 +109,25 @@ def test_read_metrics_can_keep_only_rows_with_a_key(tmp_path):
     assert rundir.read_metrics(tmp_path) == rows
     assert rundir.read_metrics(tmp_path, having="test_loss") == [rows[1]]
     assert rundir.read_metrics(tmp_path, having="missing") == []
+
+
+def test_a_run_stopped_before_its_config_leaves_no_directory(tmp_path, monkeypatch):
+    """A stop between taking the lock and writing config.json (seen as a directory holding
+    only `.lock`, which --resume cannot continue) removes the directory the run created."""
+    from nres import run as run_module
+    from nres.build import resolve_config
+
+    def stopped(run):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_write_config", stopped)
+    config = resolve_config({"task": "linear", "num_particles": 2, "unroll_length": 4, "iterations": 1})
+    with pytest.raises(KeyboardInterrupt):
+        run_module.start_run(config, str(tmp_path / "new"), progress=False)
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt):
+        run_module.start_run(config, str(kept), progress=False)
+    assert sorted(p.name for p in kept.iterdir()) == [".lock", "notes.txt"], "a directory it did not create stays"
