@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nres.task import Batch, Task
-from nres.threefry import fold_in, split
-from nres.tree import PyTree, masked_vmap, selection_size, tree_broadcast, tree_size, tree_where
+from nres.threefry import fold_in, randint, split
+from nres.tree import SMALL_SELECTION, PyTree, masked_vmap, selection_size, tree_broadcast, tree_size, tree_where
 
 _STEP, _BATCH, _INIT, _NEXT = 1, 2, 3, 4
 _NOISE_OFFSET = 8
@@ -100,7 +100,7 @@ def init_particles(task: Task, key: jax.Array, num_particles: int, members: int 
 def unlocked_windows(key: jax.Array, num_particles: int, horizon: int, unroll_length: int) -> jax.Array:
     """Burn-in windows ``tau_i / W`` of step-unlocked pairs: uniform over ``0 .. ceil(T / W) - 1``."""
     num_windows = -(-horizon // unroll_length)
-    return jax.random.randint(key, (num_particles,), 0, num_windows, dtype=jnp.int32)
+    return randint(key, (num_particles,), 0, num_windows, dtype=jnp.int32)
 
 
 def unlocked_positions(key: jax.Array, num_particles: int, horizon: int, unroll_length: int) -> jax.Array:
@@ -147,14 +147,17 @@ def burn_in_select(new, old, hold: jax.Array, window: jax.Array, unroll_length: 
     baselines, GPES with ``K`` not aligned to ``W``), which go on after a reset.
 
     ``burning`` (``window < max(hold)``, may be traced) skips the selection in training
-    windows (a ``lax.cond``).
+    windows (a ``lax.cond``), except for a state of at most
+    :data:`nres.tree.SMALL_SELECTION` scalars, which is selected in every window (no
+    branch to compile).
     """
 
-    def select(new):
-        runs = (window < hold) & (old.particles.tau == window * unroll_length)
+    runs = (window < hold) & (old.particles.tau == window * unroll_length)
+    if burning is True:
         return select_pairs(runs, new, old)
-
-    return select(new) if burning is True else jax.lax.cond(burning, select, lambda new: new, new)
+    if tree_size(old) <= SMALL_SELECTION:
+        return select_pairs(runs | ~burning, new, old)
+    return jax.lax.cond(burning, lambda new: select_pairs(runs, new, old), lambda new: new, new)
 
 
 def burn_in(estimate, state, theta: PyTree, hold: jax.Array, unroll_length: int):
@@ -257,7 +260,8 @@ def advance(
     Episodes end rarely, so the key and state work is skipped when no pair resets, and
     with ``selective`` (positions step-unlocked: about ``N * steps / T`` pairs reset at a
     time) done only for the resetting pairs (:func:`nres.tree.masked_vmap`), unless the
-    states of all pairs are small (:func:`nres.tree.selection_size`).
+    states of all pairs are small (:func:`nres.tree.selection_size`; then for all pairs,
+    without a branch).
     """
     finite = jnp.all(jnp.isfinite(losses), axis=0)
     done = (particles.tau + steps >= task.horizon) | ~finite
@@ -273,7 +277,7 @@ def advance(
     row_size = tree_size(new_inner) // max(done.shape[0], 1) + 2  # one pair's states and key
     size = selection_size(done.shape[0], steps / task.horizon, row_size) if selective else done.shape[0]
     inner, episode_key = masked_vmap(fresh_episode, done, particles.episode_key,
-                                     (new_inner, particles.episode_key), size, out_axes=(1, 0))
+                                     (new_inner, particles.episode_key), size, out_axes=(1, 0), unbranched_if_small=True)
     if particles.steps is not None and taken is None:
         taken = jnp.sum(live_members(task, particles.inner), axis=0, dtype=jnp.int32)
     counted = None if particles.steps is None else particles.steps + taken

@@ -80,9 +80,17 @@ def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.
     return bits0 ^ bits1
 
 
+def _split(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``jax.random``'s split of ``key`` into keys ``[*shape, 2]`` (written out up to 2**32 keys)."""
+    size = math.prod(shape)
+    if not _partitionable() or size >= 2**32:
+        return jax.extend.random.threefry_prng_impl.split(key, shape)
+    return split(key, size).reshape(tuple(shape) + (2,))
+
+
 _DEFAULT = jax.extend.random.threefry_prng_impl
 _UNROLLED = jax.extend.random.define_prng_impl(
-    key_shape=(2,), seed=_DEFAULT.seed, split=_DEFAULT.split, random_bits=_random_bits, fold_in=_DEFAULT.fold_in,
+    key_shape=(2,), seed=_DEFAULT.seed, split=_split, random_bits=_random_bits, fold_in=_DEFAULT.fold_in,
     name="threefry2x32_unrolled", tag="nres_tf")
 
 
@@ -92,3 +100,11 @@ def normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Arr
     if _typed(key):
         return jax.random.normal(key, shape, dtype)
     return jax.random.normal(jax.random.wrap_key_data(key, impl=_UNROLLED), shape, dtype)
+
+
+def randint(key: jax.Array, shape: tuple[int, ...], minval, maxval, dtype=jnp.int32) -> jax.Array:
+    """``jax.random.randint(key, shape, minval, maxval, dtype)`` for a raw key: ``jax.random``'s
+    own sampler on the bits and key split of :func:`threefry2x32`."""
+    if _typed(key):
+        return jax.random.randint(key, shape, minval, maxval, dtype)
+    return jax.random.randint(jax.random.wrap_key_data(key, impl=_UNROLLED), shape, minval, maxval, dtype)

@@ -82,7 +82,7 @@ def set_ranks(mask: jax.Array) -> jax.Array:
 
 
 def masked_vmap(fn: Callable, mask: jax.Array, inputs: PyTree, on_false: PyTree, size: int,
-                out_axes: Any = 0) -> PyTree:
+                out_axes: Any = 0, unbranched_if_small: bool = False) -> PyTree:
     """``tree_where(mask, jax.vmap(fn, out_axes=out_axes)(inputs), on_false)``, with ``fn``
     run only on the rows where ``mask`` is set.
 
@@ -99,6 +99,14 @@ def masked_vmap(fn: Callable, mask: jax.Array, inputs: PyTree, on_false: PyTree,
     and selects. The result is the same bit for bit in every case as long as ``fn``'s
     row results do not depend on the batch (true of elementwise work such as key
     hashing and sampling).
+
+    ``unbranched_if_small``: with ``M >= n`` and a result of at most
+    :data:`SMALL_SELECTION` scalars, ``fn`` runs on every row even when none is set:
+    no branch (``lax.cond``) to compile, which costs more than the rows (the Lorenz
+    update program has about 20 kernels fewer). Only where ``fn``'s results are not
+    combined arithmetically with values of the same program in a way XLA could fuse
+    differently (a contracted multiply-add changes the last bits): callers opt in
+    where the reference trajectories are unchanged.
     """
     n = mask.shape[0]
     leafwise = lambda f, *trees: jax.tree_util.tree_map(
@@ -120,6 +128,8 @@ def masked_vmap(fn: Callable, mask: jax.Array, inputs: PyTree, on_false: PyTree,
 
         return jax.lax.fori_loop(0, (count + size - 1) // size, chunk, on_false)
 
+    if unbranched_if_small and size >= n and tree_size(on_false) <= SMALL_SELECTION:
+        return every(None)
     count = jnp.sum(mask, dtype=jnp.int32)
     return jax.lax.cond(count > 0, every if size >= n else selected, lambda _: on_false, None)
 

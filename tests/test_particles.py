@@ -185,3 +185,24 @@ def test_burn_in_handles_states_with_zero_size_leaves():
     tau = np.asarray(state.particles.tau)
     np.testing.assert_allclose(state.particles.inner["x"][0, :, 0] + state.particles.inner["x"][1, :, 0], 2.0 * tau,
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_particles", [8, 3000])  # a small state: a select; a large one: a branch
+def test_burn_in_select_keeps_burning_pairs_only_in_burn_in_windows(linear_task, linear_theta, num_particles):
+    from nres.particles import burn_in_select
+    from nres.tree import SMALL_SELECTION, tree_size
+
+    est = nres.nres(linear_task, num_particles=num_particles, unroll_length=W, sigma=0.1)
+    old, _ = est.start(jax.random.PRNGKey(2), linear_theta)
+    hold = jnp.arange(num_particles, dtype=jnp.int32) % 4  # burn-in windows left per pair
+    old = old._replace(particles=old.particles._replace(tau=W * (jnp.arange(num_particles) % 3)))
+    new = est.estimate(old, linear_theta, True)[1]
+    assert (tree_size(old) > SMALL_SELECTION) == (num_particles == 3000)
+    select = jax.jit(lambda burning: burn_in_select(new, old, hold, jnp.int32(1), W, burning))
+    for got, want in zip(jax.tree_util.tree_leaves(select(False)), jax.tree_util.tree_leaves(new)):
+        np.testing.assert_array_equal(got, want)  # a training window keeps every pair's new state
+    runs = (1 < np.asarray(hold)) & (np.arange(num_particles) % 3 == 1)
+    assert 0 < runs.sum() < num_particles
+    got = select(True)
+    np.testing.assert_array_equal(got.particles.tau, np.where(runs, new.particles.tau, old.particles.tau))
+    np.testing.assert_array_equal(got.particles.inner, np.where(runs[None, :, None], new.particles.inner, old.particles.inner))

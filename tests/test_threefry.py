@@ -50,3 +50,17 @@ def test_typed_keys_go_to_jax_random():
     key = jax.random.key(5)
     assert _same(jax.random.key_data(threefry.fold_in(key, 3)), jax.random.key_data(jax.random.fold_in(key, 3)))
     assert _same(threefry.normal(key, (4,)), jax.random.normal(key, (4,)))
+
+
+@pytest.mark.parametrize("shape,low,high", [((200,), 0, 20), ((3, 5), -7, 9), ((64,), 0, 1), ((10,), 5, 5)])
+def test_randint_equals_jax_random(shape, low, high):
+    ours = jax.jit(jax.vmap(lambda k: threefry.randint(k, shape, low, high)))(KEYS)
+    theirs = jax.vmap(lambda k: jax.random.randint(k, shape, low, high))(KEYS)
+    assert _same(ours, theirs), f"randint{shape} in [{low}, {high}) differs from jax.random.randint"
+
+
+def test_randint_compiles_without_loops():
+    """jax.random's own randint hashes in ``while`` loops on CPU; the written-out one has none."""
+    hlo = jax.jit(lambda k: threefry.randint(k, (200,), 0, 20)).lower(KEYS[0]).as_text()
+    assert " while(" not in hlo and "stablehlo.while" not in hlo
+    assert "while" in jax.jit(lambda k: jax.random.randint(k, (200,), 0, 20)).lower(KEYS[0]).as_text()

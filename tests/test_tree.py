@@ -101,6 +101,22 @@ def test_masked_vmap_compiles_fn_for_m_rows_only_below_n():
     assert batches(ROWS) == [ROWS]  # all rows, then select
 
 
+def test_masked_vmap_branches_only_where_skipping_the_rows_pays():
+    """All rows at once with ``unbranched_if_small``: a small result is computed and
+    selected in every case (no branch to compile); a large one, or any without the
+    option, is skipped when no row is set (a ``cond``)."""
+    def branches(on_false, unbranched=True):
+        fn = lambda mask: masked_vmap(lambda x: x * 2.0, mask, on_false, on_false, ROWS, unbranched_if_small=unbranched)
+        return str(jax.make_jaxpr(fn)(jnp.zeros(ROWS, bool))).count("cond[")
+
+    small, large = jnp.ones((ROWS, 3)), jnp.ones((ROWS, SMALL_SELECTION // ROWS + 1))
+    assert branches(small) == 0 and branches(large) == 1 and branches(small, unbranched=False) == 1
+    for on_false in (small, large):
+        got = jax.jit(lambda m, x: masked_vmap(lambda r: r * 2.0, m, x, x, ROWS, unbranched_if_small=True))(
+            jnp.arange(ROWS) % 3 == 0, on_false)
+        np.testing.assert_array_equal(got, np.where((np.arange(ROWS) % 3 == 0)[:, None], 2.0, 1.0) * np.ones(on_false.shape))
+
+
 def test_masked_vmap_keeps_absent_leaves():
     eps, xi = masked_vmap(lambda row: (row * 2.0, None), jnp.array([True, False, False]), jnp.ones(3),
                           (jnp.zeros(3), None), 1)

@@ -74,7 +74,7 @@ from nres.tree import (
 
 def refresh_noise(
     theta: PyTree, episode_key: jax.Array, draw: jax.Array, block: jax.Array, eps: PyTree, xi: Optional[PyTree],
-    sigma: float, fraction: float = 1.0,
+    sigma: float, fraction: float = 1.0, unbranched_if_small: bool = False,
 ) -> tuple[PyTree, Optional[PyTree]]:
     """The GPES noise rule before a step: where ``draw`` ``[N]``, ``eps_cur`` becomes the
     fresh noise of block ``block`` ``[N]`` and ``xi += eps_cur`` (``xi`` None: no accumulator).
@@ -85,10 +85,12 @@ def refresh_noise(
     (:func:`nres.tree.selection_size`); by default for all pairs or, when none draws, none.
     ``xi += eps_cur`` stays outside that computation: inside, XLA would fuse the add with
     the sampler's scale (one rounding instead of two) and change the bits of ``xi``.
+    ``unbranched_if_small`` (see :func:`nres.tree.masked_vmap`): set by the windows that
+    draw once per window; a per-step draw keeps the branch, whose boundary keeps its bits.
     """
     fresh = lambda row: sample_noise(noise_key(*row), theta, sigma)
     size = selection_size(draw.shape[0], fraction, tree_size(theta))
-    eps = masked_vmap(fresh, draw, (episode_key, block), eps, size)
+    eps = masked_vmap(fresh, draw, (episode_key, block), eps, size, unbranched_if_small=unbranched_if_small)
     return eps, None if xi is None else tree_where(draw, tree_add(xi, eps), xi)
 
 
@@ -310,7 +312,7 @@ class OnlineES(Unrolled):
         draw, block = self._noise_schedule(particles.tau, window_start=True, burn_in=burn_in)
         if self.store_noise:
             eps, xi = refresh_noise(theta, particles.episode_key, draw, block, state.eps, state.xi, self.sigma,
-                                    self._window_draw_fraction)
+                                    self._window_draw_fraction, unbranched_if_small=True)
         else:
             eps = jax.vmap(lambda k, b: sample_noise(noise_key(k, b), theta, self.sigma))(particles.episode_key, block)
             if self.noise_period is not None or burn_in:  # see as_stored
