@@ -117,18 +117,19 @@ def merge_stats(stats: ObsStats, obs: jax.Array, weight: Optional[jax.Array] = N
     """``stats`` merged with the observations ``obs`` ``[n, obs_dim]`` whose ``weight`` ``[n]``
     (bool; None: all) is set: Chan et al.'s parallel form of Welford's update.
 
-    The batch's own mean and squared deviations are computed first (two passes over the
-    batch), then merged with ``delta = mean_b - mean_a``: ``mean = mean_a + delta n_b / n``,
-    ``m2 = m2_a + m2_b + delta^2 n_a n_b / n`` -- no large sums of squares are subtracted,
-    so float32 keeps the variance accurate even when the mean is far from zero.
+    The batch is first shifted by the running mean, ``y = o - mean_a`` (small once the
+    mean has settled, so float32 sums lose little), its own mean ``delta = mean_b - mean_a``
+    and squared deviations ``m2_b`` are computed in two passes, then merged:
+    ``mean = mean_a + delta n_b / n``, ``m2 = m2_a + m2_b + delta^2 n_a n_b / n`` -- no
+    large sums of squares are subtracted, so float32 keeps the variance accurate.
     """
     w = jnp.ones(obs.shape[:1], jnp.float32) if weight is None else weight.astype(jnp.float32)
     n_b = jnp.sum(w)
-    mean_b = jnp.sum(w[:, None] * obs, axis=0) / jnp.maximum(n_b, 1.0)
-    m2_b = jnp.sum(w[:, None] * jnp.square(obs - mean_b), axis=0)
+    shifted = obs - stats.mean
+    delta = jnp.sum(w[:, None] * shifted, axis=0) / jnp.maximum(n_b, 1.0)
+    m2_b = jnp.sum(w[:, None] * jnp.square(shifted - delta), axis=0)
     n_a = stats.count.astype(jnp.float32)
     n = n_a + n_b
-    delta = mean_b - stats.mean
     share = n_b / jnp.maximum(n, 1.0)
     mean = stats.mean + delta * share
     m2 = stats.m2 + m2_b + jnp.square(delta) * n_a * share
