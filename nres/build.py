@@ -26,6 +26,7 @@ import optax
 
 from nres.config import TRAIN_FIELDS, ConfigError, TrainConfig, coerce, config_to_dict, validate
 from nres.estimators import ES_ESTIMATORS, estimator_names, make_estimator
+from nres.shared import check_estimator
 from nres.optimizer import HYPERPARAMETERS, hyperparameters, outer_optimizer, schedule
 from nres.task import Task
 from nres.tasks import get_task_entry
@@ -121,7 +122,7 @@ def build_estimator(config: TrainConfig, task: Task):
                 f"{name} applies to the ES estimators ({', '.join(ES_ESTIMATORS)}), not to {config.estimator!r}"
             )
     try:
-        return make_estimator(
+        estimator = make_estimator(
             config.estimator,
             task,
             num_particles=config.num_particles,
@@ -130,6 +131,8 @@ def build_estimator(config: TrainConfig, task: Task):
             noise_period=config.noise_period,
             **options,
         )
+        check_estimator(task, estimator)  # a task's shared state needs window-aligned ES windows
+        return estimator
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
 

@@ -268,6 +268,9 @@ def evaluate_run(path: str | pathlib.Path, every_saved: bool = False, stride: in
     """Evaluate the final (or every ``stride``-th saved) ``theta``; its test rows replace
     any earlier ones of the same iterations."""
     run = load_run(path)
+    if run.trainer.task.shared is not None:
+        raise rundir.RunDirError(f"{str(run.path)!r} trained with shared task state (e.g. --obs-norm running), which "
+                                 f"its saved thetas lack; its evaluations are those in {rundir.METRICS}")
     template = run.trainer.learner_template().theta
     iterations, thetas = rundir.load_thetas(run.path, template)
     if not len(iterations):

@@ -87,7 +87,8 @@ class RunLog:
     ``theta``, ``counters``: where training starts; ``resumed``: continue the directory's
     files (rows and thetas past ``counters`` dropped) instead of starting them;
     ``host(learner)``: the learner with every particle's state as arrays (engines may
-    hold them remotely); ``evaluate(theta)``: the held-out metrics of a theta.
+    hold them remotely); ``evaluate(theta, shared)``: the held-out metrics of a theta
+    (``shared``: the learner's shared state, None for most tasks).
     """
 
     def __init__(self, path: pathlib.Path, theta, counters: Counters, resumed: bool,
@@ -135,7 +136,7 @@ class RunLog:
     def evaluate(self, learner: Learner, counters: Counters) -> None:
         """The evaluation row of ``counters.iteration``, once per iteration."""
         if counters.iteration not in self.evaluated:
-            self.rows([{**counter_values(counters), **self._evaluate(learner.theta)}], "test")
+            self.rows([{**counter_values(counters), **self._evaluate(learner.theta, learner.shared)}], "test")
             self.evaluated.add(counters.iteration)
 
     def checkpoint(self, learner: Learner, counters: Counters) -> None:

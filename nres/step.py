@@ -1,4 +1,5 @@
-"""One training step as pure functions over ``Learner = (theta, opt_state, estimator_state)``.
+"""One training step as pure functions over ``Learner = (theta, opt_state, estimator_state)``
+(plus ``shared``, the task's shared state, for a task with one: :mod:`nres.shared`).
 
 :func:`make_step` turns a task, an estimator and an optax optimiser into a
 :class:`Step`:
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from nres.optimizer import with_hyperparameters
+from nres import shared as task_shared
 from nres.particles import burn_in_select
 from nres.task import Task, theta_size
 from nres.tree import PyTree, tree_all_finite, tree_norm
@@ -39,11 +41,13 @@ THETA_BUFFER_SCALARS = 2**24  # the per-update theta buffer of a chunk stays <= 
 
 
 class Learner(NamedTuple):
-    """Everything of a run that lives on device: theta, optimiser and estimator state."""
+    """Everything of a run that lives on device: theta, optimiser and estimator state, and
+    the task's shared state (None unless the task has one, :attr:`nres.task.Task.shared`)."""
 
     theta: PyTree
     opt_state: Any
     estimator_state: Any
+    shared: Any = None
 
 
 class UpdateInfo(NamedTuple):
@@ -100,21 +104,27 @@ def make_step(task: Task, estimator, optimizer: optax.GradientTransformation, ma
     """The :class:`Step` of ``estimator`` on ``task`` under ``optimizer``."""
     max_chunk = chunk_capacity(task) if max_chunk is None else max_chunk
     apply = guarded_apply(optimizer)
+    task_shared.check_estimator(task, estimator)
 
     def init(key: jax.Array, hyper: dict | None = None) -> tuple[Learner, jax.Array]:
         k_theta, k_est = jax.random.split(key)
         theta = task.init_theta(k_theta)
         state, hold = estimator.start(k_est, theta)
-        return Learner(theta, with_hyperparameters(optimizer.init(theta), hyper), state), hold
+        shared = None if task.shared is None else task.shared.init()
+        return Learner(theta, with_hyperparameters(optimizer.init(theta), hyper), state, shared), hold
 
     def update(learner: Learner, window: jax.Array, hold: jax.Array, estimate=None) -> tuple[Learner, UpdateInfo]:
         estimate = estimate or estimator.estimate
         burning = window < jnp.max(hold)
-        old = learner.estimator_state
+        old, shared = learner.estimator_state, learner.shared
+        if task.shared is not None:  # every member reads the same shared state all window
+            old = task_shared.install(task, old, shared)
         grad, est_state, info = estimate(old, learner.theta, burning)
         est_state = burn_in_select(est_state, old, hold, window, estimator.unroll_length, burning)
         theta, opt_state, update_info = apply(learner.theta, learner.opt_state, grad, info, burning)
-        return Learner(theta, opt_state, est_state), update_info
+        if task.shared is not None:  # then it moves on, once per update (not in burn-in windows)
+            shared = jax.lax.cond(burning, lambda: shared, lambda: task_shared.update(task, shared, est_state))
+        return Learner(theta, opt_state, est_state, shared), update_info
 
     def chunk(learner: Learner, count: jax.Array, hold: jax.Array, estimate=None
               ) -> tuple[Learner, UpdateInfo, PyTree]:

@@ -25,7 +25,13 @@ A task describes one episode ``s_0 -> s_1 -> ... -> s_T`` of SPEC section 1:
   when every particle sits at its own step ``t``, e.g. a lookup in a fixed table).
 * ``init_theta(key) -> theta``: the starting meta-parameters (any pytree).
 * ``evaluate(theta, key) -> dict`` (optional): held-out metrics of an unperturbed
-  ``theta`` such as ``{"test_loss": ...}``.
+  ``theta`` such as ``{"test_loss": ...}`` (``evaluate(theta, key, shared)`` for a task
+  with ``shared``).
+* ``shared`` (optional, a :class:`Shared`): state of the task that every trajectory
+  reads but that is neither perturbed nor trained, e.g. running observation statistics.
+  The library keeps it beside theta (:attr:`nres.step.Learner.shared`, checkpointed),
+  installs it in every trajectory's state before each window and updates it once per
+  update, between windows, from the states the window ended in (:mod:`nres.shared`).
 
 Everything is written for one trajectory; the library vectorises it over particles
 with ``jax.vmap`` and compiles whole truncation windows with ``lax.scan``, so every
@@ -45,6 +51,24 @@ from nres.tree import PyTree
 Batch = Any
 
 
+class Shared(NamedTuple):
+    """A task's shared, untrained state ``S`` (any pytree of arrays of fixed shapes).
+
+    * ``init() -> S``: its value before training.
+    * ``install(S, state) -> state``: one trajectory's inner state reading ``S`` (the
+      task's ``step`` must take what it reads of ``S`` from its state and carry it on).
+    * ``update(S, states, live) -> S``: ``S`` after a window, from the inner states
+      ``[M, N, ...]`` the window's trajectories ended in; ``live`` bool ``[M, N]`` marks
+      those that have not ended early (None: all).
+
+    All three are pure JAX functions; they run inside the compiled update.
+    """
+
+    init: Callable[[], PyTree]
+    install: Callable[[PyTree, PyTree], PyTree]
+    update: Callable[[PyTree, PyTree, Optional[jax.Array]], PyTree]
+
+
 class Task(NamedTuple):
     """An unrolled computation graph (see the module docstring for each field)."""
 
@@ -58,6 +82,7 @@ class Task(NamedTuple):
     name: str = "task"
     window_batches: Optional[Callable[[jax.Array, jax.Array, int], Batch]] = None
     done: Optional[Callable[[PyTree], jax.Array]] = None
+    shared: Optional[Shared] = None
 
     def batch(self, key: jax.Array, t: jax.Array) -> Batch:
         """The data batch of step ``t`` (``None`` for data-free tasks)."""
@@ -79,6 +104,8 @@ def validate_task(task: Task) -> Task:
             raise TypeError(f"task field {field!r} must be callable")
     if task.done is not None and not callable(task.done):
         raise TypeError("task field 'done' must be callable or None")
+    if task.shared is not None and not isinstance(task.shared, Shared):
+        raise TypeError("task field 'shared' must be an nres.task.Shared or None")
     if task.window_batches is not None and task.sample_batch is None:
         raise TypeError("task field 'window_batches' needs 'sample_batch' (the per-step form of the same data)")
     check_shapes(task)

@@ -137,8 +137,9 @@ class Trainer:
         learner, [(counters, info, _)] = self.update_many(learner, counters, 1)
         return learner, counters, info
 
-    def evaluate(self, theta: PyTree) -> dict[str, float]:
-        """The task's held-out metrics of an unperturbed ``theta`` (:mod:`nres.evaluation`)."""
+    def evaluate(self, theta: PyTree, shared: PyTree = None) -> dict[str, float]:
+        """The task's held-out metrics of an unperturbed ``theta`` (:mod:`nres.evaluation`);
+        ``shared``: the learner's shared state, for a task with one."""
         if self.evaluate_fn is None:
             self.evaluate_fn = make_evaluator(self.task, seed_key(self.config.seed + 1))
-        return self.evaluate_fn(theta)
+        return self.evaluate_fn(theta, shared)

@@ -13,7 +13,7 @@ ROOT = pathlib.Path(nres.__file__).parent
 LAYERS = {
     0: ("nres.tree", "nres.threefry", "nres.interrupts", "nres.progress", "nres.tensorboard", "nres.config", "nres.tracebacks"),
     1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes", "nres.plotting", "nres.optimizer"),
-    2: ("nres.particles",),
+    2: ("nres.particles", "nres.shared"),
     3: ("nres.estimators", "nres.evaluation", "nres.step"),
     4: ("nres.tasks",),
     5: ("nres.build", "nres.counters", "nres.compilation_cache"),

@@ -1,6 +1,7 @@
 """A MuJoCo run whose episodes end early (Hopper falls), killed mid-run and resumed,
 equals the uninterrupted run: the particles' fresh episodes after a fall, their keys and
-the steps really taken are all in the checkpoint."""
+the steps really taken are all in the checkpoint (and, with ``--obs-norm running``, the
+running observation statistics)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def _window_steps(path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_hopper_run_resumes_across_early_episode_ends(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--obs-norm", "running"]], ids=["plain", "obs-norm-running"])
+def test_a_killed_hopper_run_resumes_across_early_episode_ends(tmp_path, extra):
     env = {**os.environ, "NRES_CHUNK_SECONDS": "0.02", "NRES_COMPILATION_CACHE": str(tmp_path / "cache")}
-    full = _train(tmp_path / "full", env=env)
+    full = _train(tmp_path / "full", *extra, env=env)
     assert full.wait(TIMEOUT_S) == 0, full.stderr.read()
     steps = _window_steps(tmp_path / "full")
     early = [i + 2 for i, s in enumerate(steps) if s < FULL_WINDOW]  # updates with an early end
@@ -47,7 +49,7 @@ def test_a_killed_hopper_run_resumes_across_early_episode_ends(tmp_path):
         f"episodes must end early before and after the kill ({steps})"
 
     part = tmp_path / "part"
-    proc = _train(part, env=env)
+    proc = _train(part, *extra, env=env)
     deadline = time.time() + TIMEOUT_S
     while time.time() < deadline and proc.poll() is None:
         if (part / rundir.METRICS).exists() and len(rundir.read_metrics(part, having="train_loss")) >= 12:

@@ -51,6 +51,9 @@ def make_engine(job: Job, options: EngineOptions) -> Engine:
     """The engine ``options`` name, running ``job`` (validated before anything starts)."""
     if options.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if getattr(job.estimator.task, "shared", None) is not None and (options.backend == "ray" or options.distributed):
+        raise ConfigError("--backend ray and --distributed do not carry a task's shared state (e.g. --obs-norm "
+                          "running) yet; use the local engine (it spreads the particles over local devices)")
     if options.backend == "ray":
         if options.distributed:
             raise ConfigError("--distributed and --backend ray are two ways to scale out; pick one")

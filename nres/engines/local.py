@@ -55,7 +55,8 @@ class LocalEngine:
 
         replicated = jax.tree_util.tree_map(lambda _: NamedSharding(mesh, PartitionSpec()),
                                             (learner.theta, learner.opt_state))
-        return Learner(*replicated, map_particle_axis(shard, learner.estimator_state))
+        shared = jax.tree_util.tree_map(lambda _: NamedSharding(mesh, PartitionSpec()), learner.shared)
+        return Learner(*replicated, map_particle_axis(shard, learner.estimator_state), shared)
 
     def place(self, learner: Learner) -> Learner:
         """Spread the particles over every local device (see :meth:`placement`)."""

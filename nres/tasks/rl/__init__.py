@@ -12,6 +12,16 @@ call:
   per step (:mod:`.cpu_physics`), full integration state copied exactly;
 * ``physics="mjx"``: MuJoCo XLA, the physics itself in JAX (:mod:`.mjx_physics`).
 
+Observation normalisation (``obs_norm``): ``off``; ``fixed`` (the same as
+``obs_normalize``): a mean and std measured once on random-action episodes, so theta
+alone defines the policy; ``running``: running mean and variance of the observations
+the training visits (:class:`~nres.tasks.rl.policies.ObsStats`), the task's shared
+state (:class:`nres.task.Shared`): neither perturbed nor trained, checkpointed with the
+learner, the same for every member of every pair within a window, and merged once per
+update, between windows, with the observations all ``2N`` trajectories end the window
+in (those that ended early excluded). Each state carries the scale it steps with
+(``RLState.scale``); the evaluation uses the current statistics.
+
 ``evaluate`` returns the mean undiscounted return of the unperturbed policy over
 ``num_eval_episodes`` episodes of ``T`` steps (``test_return``) and
 ``test_loss = -test_return / T``, the SPEC's ``L(theta)``.
@@ -26,13 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nres.task import Task
+from nres.task import Shared, Task
 from nres.tasks import TaskEntry
 from nres.tasks.rl.defaults import SWIMMER, defaults_for
 from nres.tasks.rl.envs import EnvSpec, load_env
-from nres.tasks.rl.policies import ObsScaler, Policy
+from nres.tasks.rl.policies import ObsScale, ObsScaler, Policy, empty_stats, merge_stats, scale_obs, stats_scale
 
 PHYSICS = ("mujoco", "mjx")
+OBS_NORM = ("off", "fixed", "running")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +58,16 @@ class RLConfig:
       init: ``zeros`` or ``truncated_normal`` initial theta.
       init_scale: scale of the truncated-normal init (paper's HalfCheetah: 0.03).
       obs_normalize: standardise observations with a fixed mean and std measured once
-        on ``obs_norm_episodes`` CPU MuJoCo episodes under uniform random actions.
+        on ``obs_norm_episodes`` CPU MuJoCo episodes under uniform random actions (the
+        same as ``obs_norm = "fixed"``).
       obs_norm_episodes: episodes of that measurement.
       horizon: ``T``, environment steps per episode.
       num_eval_episodes: episodes averaged by the evaluation.
       num_threads: threads of the CPU physics (0: every CPU).
       obs_norm_seed: seed of the observation-statistics episodes.
+      obs_norm: ``off``, ``fixed`` (as ``obs_normalize``) or ``running``: running mean
+        and variance of the observations training visits, updated once per update and
+        kept in the checkpoint (see the module docstring).
     """
 
     env: str = "Swimmer-v5"
@@ -67,16 +82,20 @@ class RLConfig:
     num_eval_episodes: int = 20
     num_threads: int = 0
     obs_norm_seed: int = 0
+    obs_norm: str = "off"
 
 
 class RLState(NamedTuple):
-    """One environment: ``physics`` (back-end state), ``obs [obs_dim]``, last ``reward []``
-    and ``done []`` (bool: the episode has terminated; None for environments that never do)."""
+    """One environment: ``physics`` (back-end state), ``obs [obs_dim]``, last ``reward []``,
+    ``done []`` (bool: the episode has terminated; None for environments that never do)
+    and ``scale`` (the :class:`~nres.tasks.rl.policies.ObsScale` the policy reads, mean and
+    std ``[obs_dim]``; None unless ``obs_norm = "running"``)."""
 
     physics: Any
     obs: jax.Array
     reward: jax.Array
     done: Optional[jax.Array] = None
+    scale: Optional[ObsScale] = None
 
 
 def make_physics(spec: EnvSpec, physics: str, num_threads: int = 0):
@@ -115,12 +134,36 @@ def observation_statistics(spec: EnvSpec, episodes: int, horizon: int, seed: int
 def make_policy(config: RLConfig, spec: EnvSpec) -> tuple[Policy, ObsScaler]:
     """The policy of ``config`` and the observation scaling in front of it."""
     policy = Policy(config.policy, spec.obs_dim, spec.action_dim, config.hidden, config.init, config.init_scale)
-    if not config.obs_normalize:
+    if obs_norm_mode(config) != "fixed":
         return policy, ObsScaler()
     if config.obs_norm_episodes <= 0:
         raise ValueError(f"obs_norm_episodes must be positive, got {config.obs_norm_episodes!r}")
     stats = observation_statistics(spec, config.obs_norm_episodes, config.horizon, config.obs_norm_seed)
     return policy, ObsScaler(*stats)
+
+
+def obs_norm_mode(config: RLConfig) -> str:
+    """``off``, ``fixed`` or ``running`` from ``obs_norm`` and ``obs_normalize`` (raises
+    ``ValueError`` on an unknown value or on ``obs_normalize`` with ``running``)."""
+    if config.obs_norm not in OBS_NORM:
+        raise ValueError(f"unknown obs_norm {config.obs_norm!r}; choose one of {', '.join(OBS_NORM)}")
+    if config.obs_normalize and config.obs_norm == "running":
+        raise ValueError("obs_normalize (fixed statistics) and obs_norm 'running' exclude each other; pick one")
+    return "fixed" if config.obs_normalize else config.obs_norm
+
+
+def running_obs_norm(spec: EnvSpec) -> Shared:
+    """The shared state of ``obs_norm = "running"``: :class:`~nres.tasks.rl.policies.ObsStats`
+    ``[obs_dim]``, merged with the observations of the live states ``[M, N]``."""
+
+    def install(stats, state):
+        return state._replace(scale=stats_scale(stats))
+
+    def update(stats, states, live):
+        obs = states.obs.reshape(-1, spec.obs_dim)
+        return merge_stats(stats, obs, None if live is None else live.reshape(-1))
+
+    return Shared(init=lambda: empty_stats(spec.obs_dim), install=install, update=update)
 
 
 def make_rl_task(config: RLConfig = RLConfig()) -> Task:
@@ -131,27 +174,34 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
         raise ValueError(f"num_eval_episodes must be positive, got {config.num_eval_episodes!r}")
     if config.physics not in PHYSICS:
         raise ValueError(f"unknown physics {config.physics!r}; choose one of {', '.join(PHYSICS)}")
+    running = obs_norm_mode(config) == "running"
     spec = load_env(config.env)
     policy, scaler = make_policy(config, spec)
+    shared = running_obs_norm(spec) if running else None
+    identity = ObsScale(jnp.zeros((spec.obs_dim,), jnp.float32), jnp.ones((spec.obs_dim,), jnp.float32))
     physics = make_physics(spec, config.physics, config.num_threads)
     horizon = config.horizon
     terminates = spec.can_terminate
 
     def init_state(key):
         phys, obs = physics.reset(*spec.reset_noise(key))
-        return RLState(phys, obs, jnp.zeros((), jnp.float32), jnp.zeros((), bool) if terminates else None)
+        return RLState(phys, obs, jnp.zeros((), jnp.float32), jnp.zeros((), bool) if terminates else None,
+                       identity if running else None)
 
     def step(theta, state, t, key, batch):
         del t, key, batch
-        action = policy.apply(theta, scaler(state.obs))
+        obs = scaler(state.obs) if state.scale is None else scale_obs(state.scale, state.obs)
+        action = policy.apply(theta, obs)
         phys, obs, reward, terminated = physics.step(state.physics, action)
-        return RLState(phys, obs, reward, terminated if terminates else None)
+        return RLState(phys, obs, reward, terminated if terminates else None, state.scale)
 
     def loss(theta, state, t, batch):
         del theta, t, batch
         return -state.reward
 
-    def evaluate(theta, key):
+    def evaluate(theta, key, stats=None):
+        start = init_state if stats is None else (lambda k: shared.install(stats, init_state(k)))
+
         def episode(k):
             def body(state, t):
                 new = step(theta, state, t, None, None)
@@ -160,7 +210,7 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
                 return jax.tree_util.tree_map(lambda a, b: jnp.where(state.done, b, a), new, state), \
                     jnp.where(state.done, 0.0, new.reward)
 
-            _, rewards = jax.lax.scan(body, init_state(k), jnp.arange(horizon))
+            _, rewards = jax.lax.scan(body, start(k), jnp.arange(horizon))
             return jnp.sum(rewards)
 
         returns = jax.vmap(episode)(jax.random.split(key, config.num_eval_episodes))
@@ -176,6 +226,7 @@ def make_rl_task(config: RLConfig = RLConfig()) -> Task:
         evaluate=evaluate,
         name=f"rl:{spec.env_id}:{config.physics}",
         done=(lambda state: state.done) if terminates else None,
+        shared=shared,
     )
 
 

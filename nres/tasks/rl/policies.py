@@ -1,5 +1,9 @@
 """Deterministic policies ``action = pi_theta(observation)`` and observation scaling.
 
+Observation scaling: :class:`ObsScaler` (fixed statistics, or none) or running
+statistics (:class:`ObsStats`, merged once per update by :func:`merge_stats` and read
+through :func:`stats_scale`).
+
 * ``linear``: the paper's policy without bias, ``a = M o``; ``theta = {"M": [act, obs]}``.
 * ``mlp``: one hidden tanh layer, ``a = W2 tanh(W1 o + b1) + b2``;
   ``theta = {"W1": [h, obs], "b1": [h], "W2": [act, h], "b2": [act]}``.
@@ -16,6 +20,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+from typing import NamedTuple, Optional
 
 from nres.tree import PyTree
 
@@ -80,3 +86,65 @@ class ObsScaler:
         if self.mean is None:
             return obs
         return (obs - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+
+
+class ObsStats(NamedTuple):
+    """Running observation statistics: ``count`` (int32 ``[]``), ``mean`` and ``m2`` (the
+    sum of squared deviations from the mean; float32 ``[obs_dim]``)."""
+
+    count: jax.Array
+    mean: jax.Array
+    m2: jax.Array
+
+
+class ObsScale(NamedTuple):
+    """What a policy reads of the statistics: ``(o - mean) / std``, both float32 ``[obs_dim]``."""
+
+    mean: jax.Array
+    std: jax.Array
+
+
+MIN_STD = 1e-6  # a coordinate whose std is below this is left unscaled (std = 1), as ARS does
+
+
+def empty_stats(obs_dim: int) -> ObsStats:
+    """No observation seen yet (its scale is the identity)."""
+    zeros = jnp.zeros((obs_dim,), jnp.float32)
+    return ObsStats(jnp.zeros((), jnp.int32), zeros, zeros)
+
+
+def merge_stats(stats: ObsStats, obs: jax.Array, weight: Optional[jax.Array] = None) -> ObsStats:
+    """``stats`` merged with the observations ``obs`` ``[n, obs_dim]`` whose ``weight`` ``[n]``
+    (bool; None: all) is set: Chan et al.'s parallel form of Welford's update.
+
+    The batch is first shifted by the running mean, ``y = o - mean_a`` (small once the
+    mean has settled, so float32 sums lose little), its own mean ``delta = mean_b - mean_a``
+    and squared deviations ``m2_b`` are computed in two passes, then merged:
+    ``mean = mean_a + delta n_b / n``, ``m2 = m2_a + m2_b + delta^2 n_a n_b / n`` -- no
+    large sums of squares are subtracted, so float32 keeps the variance accurate.
+    """
+    w = jnp.ones(obs.shape[:1], jnp.float32) if weight is None else weight.astype(jnp.float32)
+    n_b = jnp.sum(w)
+    shifted = obs - stats.mean
+    delta = jnp.sum(w[:, None] * shifted, axis=0) / jnp.maximum(n_b, 1.0)
+    m2_b = jnp.sum(w[:, None] * jnp.square(shifted - delta), axis=0)
+    n_a = stats.count.astype(jnp.float32)
+    n = n_a + n_b
+    share = n_b / jnp.maximum(n, 1.0)
+    mean = stats.mean + delta * share
+    m2 = stats.m2 + m2_b + jnp.square(delta) * n_a * share
+    added = obs.shape[0] if weight is None else jnp.sum(weight, dtype=jnp.int32)
+    return ObsStats(stats.count + added, mean, m2)
+
+
+def stats_scale(stats: ObsStats) -> ObsScale:
+    """Mean and std (population variance ``m2 / count``) of ``stats``; the identity
+    (mean 0, std 1) before any observation, std 1 where it is below :data:`MIN_STD`."""
+    var = stats.m2 / jnp.maximum(stats.count, 1).astype(jnp.float32)
+    std = jnp.sqrt(jnp.maximum(var, 0.0))
+    return ObsScale(stats.mean, jnp.where(std < MIN_STD, 1.0, std))
+
+
+def scale_obs(scale: ObsScale, obs: jax.Array) -> jax.Array:
+    """``(obs - mean) / std`` of one observation ``[obs_dim]``."""
+    return (obs - scale.mean) / scale.std

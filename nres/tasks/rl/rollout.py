@@ -32,7 +32,7 @@ def _load_policy(run_dir: str):
     """``(config, spec, policy, scaler, theta, iteration)`` of a run's final saved theta."""
     from nres import rundir
     from nres.build import resolve_config
-    from nres.tasks.rl import RLConfig, make_policy
+    from nres.tasks.rl import RLConfig, make_policy, obs_norm_mode
     from nres.tasks.rl.envs import load_env
 
     stored = rundir.read_config(run_dir)["config"]
@@ -44,6 +44,9 @@ def _load_policy(run_dir: str):
         options["horizon"] = config.horizon
     rl_config = RLConfig(**options)
     try:
+        if obs_norm_mode(rl_config) == "running":
+            raise ValueError(f"run {run_dir!r} trained with --obs-norm running: its saved thetas lack the "
+                             f"observation statistics, so `nres rollout` cannot replay its policy yet")
         spec = load_env(rl_config.env)
         policy, scaler = make_policy(rl_config, spec)
     except ValueError as err:
