@@ -224,7 +224,12 @@ def test_a_second_compare_is_refused_and_an_interrupt_suggests_the_same_selectio
         assert f"is in use by another `nres compare` (pid {first.pid})" in err and err.count("\n") == 1, err
         assert not (out / "fulles").exists() and first.poll() is None
         first.send_signal(signal.SIGINT)
-        _, err = first.communicate(timeout=120)
+        try:
+            _, err = first.communicate(timeout=300)
+        except subprocess.TimeoutExpired:  # say where the run was, so a hang can be told from a slow machine
+            log = out / "logs" / "nres-seed0.log"
+            pytest.fail("no exit 300 s after SIGINT; the run's log ends:\n"
+                        + (log.read_text()[-3000:] if log.is_file() else "(no log)"))
     finally:
         if first.poll() is None:
             first.kill()
