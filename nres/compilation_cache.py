@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import logging
 import os
 import pathlib
 import re
@@ -91,6 +92,35 @@ _CACHE_WARNING = re.compile(r"Error (reading|writing) persistent compilation cac
 _cache_warned = False
 
 
+def _cache_notice(message) -> bool:
+    """Whether ``message`` is one of JAX's cache warnings; the first one prints the
+    process's one line."""
+    found = _CACHE_WARNING.match(str(message))
+    if found is None:
+        return False
+    global _cache_warned
+    if not _cache_warned:
+        _cache_warned = True
+        reason = " ".join(found.group(2).split())[:200]
+        effect = ("compiling anew (deleting the directory is safe)" if found.group(1) == "reading"
+                  else "the run goes on, its programs are not stored")
+        print(f"nres: warning: cannot {found.group(1)[:-3].replace('writ', 'write')} the compilation cache "
+              f"{str(_active)!r} ({reason}); {effect}; {ENV}=off turns the cache off", file=sys.stderr,
+              flush=True)
+    return True
+
+
+class _RelayedCacheWarnings(logging.Filter):
+    """matplotlib reads its style files under ``warnings.catch_warnings(record=True)``,
+    which holds every thread's warnings for that moment (``nres.run`` imports it beside
+    compilation) and logs them as ``In FILE: MESSAGE``; JAX's cache warnings among them
+    become the one line too."""
+
+    def filter(self, record):
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (len(args) == 2 and _cache_notice(args[1]))
+
+
 def _quiet_cache_warnings() -> None:
     """Replace JAX's warnings about unusable cache entries by one line on stderr per process."""
     import warnings
@@ -100,21 +130,12 @@ def _quiet_cache_warnings() -> None:
         return
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        found = _CACHE_WARNING.match(str(message))
-        if found is None:
+        if not _cache_notice(message):
             return show(message, category, filename, lineno, file, line)
-        global _cache_warned
-        if not _cache_warned:
-            _cache_warned = True
-            reason = " ".join(found.group(2).split())[:200]
-            effect = ("compiling anew (deleting the directory is safe)" if found.group(1) == "reading"
-                      else "the run goes on, its programs are not stored")
-            print(f"nres: warning: cannot {found.group(1)[:-3].replace('writ', 'write')} the compilation cache "
-                  f"{str(_active)!r} ({reason}); {effect}; {ENV}=off turns the cache off", file=sys.stderr,
-                  flush=True)
 
     showwarning.nres_cache = True
     warnings.showwarning = showwarning
+    logging.getLogger("matplotlib.style").addFilter(_RelayedCacheWarnings())
 
 
 # -- compiled programs stored whole ------------------------------------------------------

@@ -107,6 +107,42 @@ def test_a_garbled_or_read_only_cache_is_one_warning_line_and_the_run_goes_on(tm
     assert _rows(tmp_path / "read-only") == _rows(tmp_path / "cold")
 
 
+RELAY = r"""
+import logging, sys, threading, time, warnings
+from nres import compilation_cache
+compilation_cache._quiet_cache_warnings()
+message = "Error reading persistent compilation cache entry for 'jit_f': error: incorrect header check"
+# matplotlib's way, without timing: a warning recorded under catch_warnings, then logged
+with warnings.catch_warnings(record=True) as recorded:
+    warnings.warn(message)
+logging.getLogger("matplotlib.style").warning("In %s: %s", "classic.mplstyle", recorded[0].message)
+# the real race: a compile thread warning while matplotlib reads its style files
+done = threading.Event()
+def compile_thread():
+    while not done.is_set():
+        warnings.warn(message)
+        time.sleep(0.0005)
+thread = threading.Thread(target=compile_thread)
+thread.start()
+import matplotlib.pyplot
+done.set()
+thread.join()
+warnings.warn("another warning")
+"""
+
+
+def test_a_cache_warning_held_by_matplotlibs_style_reader_is_still_the_one_line():
+    """matplotlib records every thread's warnings while it reads its style files (nres
+    imports it beside compilation) and logs them as ``In FILE: ...``: a JAX cache warning
+    among them is the same one line, and other warnings are untouched."""
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", RELAY], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("nres: warning: cannot read the compilation cache "), proc.stderr
+    assert "incorrect header check" in lines[0] and "In " not in proc.stderr, proc.stderr
+    assert sum("nres: warning" in line for line in lines) == 1 and "another warning" in proc.stderr, proc.stderr
+
+
 @pytest.mark.slow
 def test_run_time_settings_do_not_change_the_stored_programs(tmp_path):
     """Seed, budget, evaluation schedule, output directory and the learning rate are not
