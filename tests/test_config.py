@@ -78,10 +78,12 @@ def test_defaults_are_a_valid_config():
 # -- defaults that depend on the task's options (the rl task's --env) ------------------------
 def test_rl_env_picks_its_own_defaults():
     cheetah = resolve_config({"task": "rl", "task_options": {"env": "HalfCheetah-v5"}})
-    assert (cheetah.num_particles, cheetah.unroll_length, cheetah.sigma, cheetah.optimizer, cheetah.lr) == \
-        (300, 20, 0.004, "sgd", 3e-5)  # the paper's HalfCheetah NRES (SPEC section 6)
-    assert {k: cheetah.task_options[k] for k in ("policy", "init", "init_scale", "horizon")} == \
-        {"policy": "linear", "init": "truncated_normal", "init_scale": 0.03, "horizon": 1000}
+    assert (cheetah.num_particles, cheetah.unroll_length, cheetah.sigma, cheetah.optimizer, cheetah.lr,
+            cheetah.loss_normalize) == (30, 100, 0.025, "sgd", 0.002, True)  # measured (nres/tasks/rl/defaults.py)
+    assert {k: cheetah.task_options[k] for k in ("policy", "init", "horizon")} == \
+        {"policy": "linear", "init": "zeros", "horizon": 1000}
+    pendulum = resolve_config({"task": "rl", "task_options": {"env": "InvertedPendulum-v5"}})
+    assert pendulum.lr == 0.01 and pendulum.sigma == 0.025
     swimmer = resolve_config({"task": "rl"})
     assert (swimmer.num_particles, swimmer.unroll_length, swimmer.sigma, swimmer.lr) == (30, 100, 0.3, 3.0)
     assert swimmer.task_options["init"] == "zeros"
@@ -89,14 +91,14 @@ def test_rl_env_picks_its_own_defaults():
 
 def test_flags_and_files_win_over_env_defaults():
     file = {"task": "rl", "sigma": 0.01, "task_options": {"env": "HalfCheetah-v5", "init_scale": 0.1}}
-    config = resolve_config(file, {"num_particles": 10, "horizon": 50, "task_options": {"init": "zeros"}})
-    assert (config.num_particles, config.sigma, config.horizon) == (10, 0.01, 50)
-    assert (config.unroll_length, config.lr) == (20, 3e-5)  # the rest stays HalfCheetah's
+    config = resolve_config(file, {"num_particles": 10, "horizon": 500, "task_options": {"init": "zeros"}})
+    assert (config.num_particles, config.sigma, config.horizon) == (10, 0.01, 500)
+    assert (config.unroll_length, config.lr) == (100, 0.002)  # the rest stays HalfCheetah's
     assert (config.task_options["init"], config.task_options["init_scale"]) == ("zeros", 0.1)
     # the env the last layer names picks the defaults
-    hopper = resolve_config(file, {"task_options": {"env": "Hopper-v5"}})
-    assert hopper.sigma == 0.01 and hopper.task_options["init_scale"] == 0.1  # the file's own settings
-    assert (hopper.num_particles, hopper.lr) != (300, 3e-5) and hopper.task_options["init"] != "truncated_normal"
+    pendulum = resolve_config(file, {"task_options": {"env": "InvertedPendulum-v5"}})
+    assert pendulum.sigma == 0.01 and pendulum.task_options["init_scale"] == 0.1  # the file's own settings
+    assert pendulum.lr == 0.01  # InvertedPendulum's, not HalfCheetah's 0.002
 
 
 def test_a_recorded_config_resolves_to_itself():
@@ -106,7 +108,7 @@ def test_a_recorded_config_resolves_to_itself():
     config = resolve_config({"task": "rl", "task_options": {"env": "HalfCheetah-v5"}}, {"lr": 1e-3})
     assert resolve_config(config_to_dict(config)) == config
     swapped = dict(config_to_dict(config), task_options={**config.task_options, "env": "Swimmer-v5"})
-    assert resolve_config(swapped).num_particles == 300  # recorded settings win over Swimmer's defaults
+    assert resolve_config(swapped).sigma == 0.025  # recorded settings win over Swimmer's defaults (0.3)
 
 
 def test_defaults_line_names_the_env_and_what_was_changed():
@@ -115,9 +117,9 @@ def test_defaults_line_names_the_env_and_what_was_changed():
 
     config = resolve_config({"task": "rl", "task_options": {"env": "HalfCheetah-v5"}}, {"lr": 1e-3, "horizon": 100})
     line = get_task_entry("rl").defaults_line(config_to_dict(config))
-    assert line.startswith("rl defaults for HalfCheetah-v5 (the paper's")
-    assert "num_particles=300" in line and "sigma=0.004" in line and "init_scale=0.03" in line
-    assert "changed: lr=0.001 (default 3e-05), horizon=100 (default 1000)" in line
+    assert line.startswith("rl defaults for HalfCheetah-v5 (measured")
+    assert "num_particles=30" in line and "sigma=0.025" in line and "init=zeros" in line
+    assert "changed: lr=0.001 (default 0.002), horizon=100 (default 1000)" in line
     assert get_task_entry("lorenz").defaults_line(config_to_dict(resolve_config())) is None
 
 

@@ -59,7 +59,7 @@ FILES = {
     "lorenz": ((101, 103, 107, 109, 113), 2000, {}, LORENZ),
     "swimmer": ((23, 29, 31, 37, 41), 1000, {"env": "Swimmer-v5", "policy": "linear", "init": "zeros"}, SWIMMER),
     "halfcheetah": ((83, 89, 97, 101, 103), 1000, {"env": "HalfCheetah-v5", "policy": "linear",
-                                                   "init": "truncated_normal", "init_scale": 0.03}, HALFCHEETAH),
+                                                   "init": "variance_scaling", "init_scale": 0.03}, HALFCHEETAH),
     "lopt_fashion_mnist": ((53, 59, 61, 67, 71), 1000, {
         "dataset": "fashion_mnist", "image_size": 8, "inner_model": "mlp", "hidden_sizes": "32,32,32",
         "activation": "gelu", "batch_size": 128, "outer_loss": "ce", "single_sequence": True, "sequence_seed": 88},

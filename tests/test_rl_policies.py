@@ -30,6 +30,28 @@ def test_truncated_normal_init_is_bounded_by_two_scales():
     assert 0.7 * 0.88 * scale < m.std() < 1.3 * 0.88 * scale, m.std()
 
 
+def test_variance_scaling_init_has_variance_scale_over_fan_in():
+    # The reference code's HalfCheetah start: haiku VarianceScaling(scale, fan_in, truncated_normal).
+    scale, fan_in, out = 0.03, 400, 50
+    m = np.asarray(Policy("linear", fan_in, out, init="variance_scaling", init_scale=scale)
+                   .init_theta(jax.random.PRNGKey(0))["M"], np.float64)
+    target, n = scale / fan_in, m.size
+    bound = 2 * (target ** 0.5) / 0.87962566
+    assert np.all(np.abs(m) <= bound * (1 + 1e-6)), (np.abs(m).max(), bound)
+    # n = 20,000 draws: the sample variance's relative std is below sqrt(2 / n) = 1.0% (the
+    # truncated normal's kurtosis is under the normal's 3); allow 5 of them.
+    tolerance = 5 * (2 / n) ** 0.5
+    assert abs(m.var() / target - 1) < tolerance, f"var {m.var():.3e} vs {target:.3e}, n={n}, tol {tolerance:.3f}"
+
+
+def test_variance_scaling_mlp_biases_start_at_zero():
+    theta = Policy("mlp", obs_dim=8, action_dim=2, hidden=5, init="variance_scaling",
+                   init_scale=1.0).init_theta(jax.random.PRNGKey(1))
+    assert not np.any(np.asarray(theta["b1"])) and not np.any(np.asarray(theta["b2"]))
+    assert np.all(np.abs(np.asarray(theta["W2"])) <= 2 * (1 / 5) ** 0.5 / 0.87962566 + 1e-6)  # fan_in = hidden
+    assert np.any(np.asarray(theta["W1"])) and np.any(np.asarray(theta["W2"]))
+
+
 def test_mlp_policy_shapes():
     policy = Policy("mlp", obs_dim=8, action_dim=2, hidden=5, init="truncated_normal", init_scale=0.5)
     theta = policy.init_theta(jax.random.PRNGKey(1))

@@ -154,7 +154,7 @@ def test_hopper_episodes_end_early_and_count_only_steps_taken():
 # -- each environment's own defaults -----------------------------------------------------------
 @pytest.mark.slow
 def test_cli_halfcheetah_defaults_are_announced_recorded_and_resumed(tmp_path, capsys):
-    """`--env HalfCheetah-v5` brings the paper's settings; flags still win; config.json
+    """`--env HalfCheetah-v5` brings its own settings; flags still win; config.json
     records the effective values; resume continues exactly as the uninterrupted run."""
     import json
 
@@ -165,13 +165,13 @@ def test_cli_halfcheetah_defaults_are_announced_recorded_and_resumed(tmp_path, c
 
     assert train(tmp_path / "full", "--iterations", "2") == 0
     out = capsys.readouterr().out
-    assert "rl defaults for HalfCheetah-v5 (the paper's" in out and "sigma=0.004" in out and "lr=3e-05" in out
-    assert "changed: num_particles=2 (default 300), unroll_length=5 (default 20), iterations=2 (default 1000), " \
-           "eval_every=0 (default 50), horizon=10 (default 1000)" in out
+    assert "rl defaults for HalfCheetah-v5 (measured" in out and "sigma=0.025" in out and "lr=0.002" in out
+    assert "changed: num_particles=2 (default 30), unroll_length=5 (default 100), iterations=2 (default 300), " \
+           "eval_every=0 (default 25), horizon=10 (default 1000)" in out
     recorded = json.loads((tmp_path / "full" / "config.json").read_text())["config"]
-    assert (recorded["num_particles"], recorded["sigma"], recorded["lr"], recorded["horizon"]) == (2, 0.004, 3e-5, 10)
-    assert {k: recorded["task_options"][k] for k in ("env", "init", "init_scale")} == \
-        {"env": "HalfCheetah-v5", "init": "truncated_normal", "init_scale": 0.03}
+    assert (recorded["num_particles"], recorded["sigma"], recorded["lr"], recorded["horizon"]) == (2, 0.025, 0.002, 10)
+    assert recorded["loss_normalize"] is True
+    assert {k: recorded["task_options"][k] for k in ("env", "init")} == {"env": "HalfCheetah-v5", "init": "zeros"}
     assert train(tmp_path / "part", "--iterations", "1") == 0
     assert main(["train", "--resume", str(tmp_path / "part"), "--iterations", "2", "--no-progress"]) == 0
     assert "rl defaults for HalfCheetah-v5" in capsys.readouterr().out
@@ -196,26 +196,33 @@ def test_readme_defaults_table_is_rendered_from_the_committed_summary():
     assert report.render(text) == text, "README's rl-defaults block is stale: python experiments/rl_defaults/report.py"
 
 
+# Updates each environment's defaults get here: a few, past the first dip the measurements
+# show (docs/results/rl_defaults: HalfCheetah's return stays near 0 for 20 updates, then
+# rises by hundreds; Hopper's dips after 5 updates).
+RAISE_WITHIN = {"HalfCheetah-v5": 30, "Hopper-v5": 10, "Walker2d-v5": 5, "InvertedPendulum-v5": 5}
+
+
 @pytest.mark.slow
-def test_halfcheetah_defaults_do_not_diverge():
-    """`--env HalfCheetah-v5` alone once diverged (Swimmer's sigma 0.3 and SGD 3.0: train loss
-    47 -> 4e23 in 5 updates). With its own defaults (the paper's N = 300, W = 20, sigma =
-    0.004, SGD 3e-5, init 0.03) every loss stays finite and the return stays where it was:
-    a diverged linear policy pays a control cost of 0.1 |a|^2 per step on unclipped actions,
-    far beyond the margin of 1 here. T is cut to 100 (a flag) to fit a test's time."""
-    config = resolve_config({"task": "rl", "iterations": 6, "horizon": 100,
-                             "task_options": {"env": "HalfCheetah-v5", "num_eval_episodes": 2, "num_threads": 1}})
-    assert (config.num_particles, config.unroll_length, config.sigma, config.lr) == (300, 20, 0.004, 3e-5)
+@pytest.mark.parametrize("env", sorted(RAISE_WITHIN))
+def test_each_environments_defaults_raise_its_return(env):
+    """`--env NAME` alone learns: its own defaults, seed 0, the full horizon T = 1000,
+    raise the unperturbed return (3 evaluation episodes, the same before and after) by
+    more than 20 within a few updates, every loss finite. (HalfCheetah with Swimmer's
+    settings once diverged: train loss 47 -> 4e23 in 5 updates; with the paper's recipe from
+    a resting start it did not move in 1000 updates.) Swimmer: the test above."""
+    from nres.tasks.rl.defaults import DEFAULTS
+
+    assert set(RAISE_WITHIN) | {"Swimmer-v5"} == set(DEFAULTS), "an environment with defaults lacks this test"
+    config = resolve_config({"task": "rl", "iterations": RAISE_WITHIN[env],
+                             "task_options": {"env": env, "num_eval_episodes": 3, "num_threads": 1}})
     trainer = Trainer(config)
     learner, counters = trainer.init()
-    theta0 = np.asarray(learner.theta["M"])
-    start = trainer.evaluate(learner.theta)["test_return"]
+    start = float(trainer.evaluate(learner.theta)["test_return"])
     learner, steps = trainer.update_many(learner, counters, config.iterations)
     losses = [float(info.train_loss) for _, info, _ in steps]
     assert all(bool(info.applied) for _, info, _ in steps) and np.all(np.isfinite(losses)), losses
-    end = trainer.evaluate(learner.theta)["test_return"]
-    assert np.isfinite(end) and abs(end - start) < 1.0, (start, end)
-    assert np.any(np.asarray(learner.theta["M"]) != theta0)
+    end = float(trainer.evaluate(learner.theta)["test_return"])
+    assert end > start + 20, f"{env}: return {start:.1f} -> {end:.1f} after {config.iterations} updates"
 
 
 def test_an_mjx_run_on_the_cpu_is_told_what_it_costs():

@@ -30,7 +30,8 @@ def _settings(defaults: dict) -> str:
     parts.append(f"{training['optimizer'].upper() if training['optimizer'] == 'sgd' else 'Adam'} {training['lr']:g}")
     if training.get("loss_normalize"):
         parts.append("loss-normalized")
-    init = "zero init" if options.get("init", "zeros") == "zeros" else f"init {options['init_scale']:g} x trunc. normal"
+    init = {"zeros": "zero init", "variance_scaling": f"variance-scaling init {options.get('init_scale', 0.03):g}"}.get(
+        options.get("init", "zeros"), f"init {options.get('init_scale', 0.03):g} x trunc. normal")
     parts.append(f"{options.get('policy', 'linear')} policy, {init}")
     if options.get("obs_normalize"):
         parts.append("obs. normalized")

@@ -55,8 +55,10 @@ class RLConfig:
       physics: ``mujoco`` (CPU MuJoCo, batched) or ``mjx`` (MuJoCo XLA).
       policy: ``linear`` (``a = M o``, no bias; the paper's) or ``mlp`` (one tanh layer).
       hidden: hidden units of the ``mlp`` policy.
-      init: ``zeros`` or ``truncated_normal`` initial theta.
-      init_scale: scale of the truncated-normal init (paper's HalfCheetah: 0.03).
+      init: ``zeros``, ``truncated_normal`` or ``variance_scaling`` initial theta
+        (:mod:`.policies`).
+      init_scale: the truncated normal's scale, or the variance scale of
+        ``variance_scaling`` (the reference code's HalfCheetah: 0.03).
       obs_normalize: standardise observations with a fixed mean and std measured once
         on ``obs_norm_episodes`` CPU MuJoCo episodes under uniform random actions (the
         same as ``obs_norm = "fixed"``).

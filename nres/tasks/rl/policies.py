@@ -8,9 +8,12 @@ through :func:`stats_scale`).
 * ``mlp``: one hidden tanh layer, ``a = W2 tanh(W1 o + b1) + b2``;
   ``theta = {"W1": [h, obs], "b1": [h], "W2": [act, h], "b2": [act]}``.
 
-Initialisation ``zeros`` (the paper's Swimmer start) or ``truncated_normal``: every
-entry ``init_scale * z`` with ``z`` a standard normal truncated to ``[-2, 2]`` (the
-paper's HalfCheetah start, scale 0.03). All functions act on one observation
+Initialisation: ``zeros`` (the paper's Swimmer start); ``truncated_normal``: every
+entry ``init_scale * z`` with ``z`` a standard normal truncated to ``[-2, 2]``;
+``variance_scaling``: the reference code's HalfCheetah start (haiku's
+``VarianceScaling(init_scale, "fan_in", "truncated_normal")``): every weight
+``sqrt(init_scale / fan_in) / 0.8796 * z``, so its variance is ``init_scale / fan_in``
+(0.8796 is the std of ``z``), biases zero. All functions act on one observation
 ``[obs_dim]`` and are vmapped by the library.
 """
 
@@ -26,7 +29,10 @@ from typing import NamedTuple, Optional
 from nres.tree import PyTree
 
 POLICIES = ("linear", "mlp")
-INITS = ("zeros", "truncated_normal")
+INITS = ("zeros", "truncated_normal", "variance_scaling")
+
+# Standard deviation of a standard normal truncated to [-2, 2].
+_TRUNCATED_STD = 0.87962566103423978
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +63,21 @@ class Policy:
         return {"W1": (h, o), "b1": (h,), "W2": (a, h), "b2": (a,)}
 
     def init_theta(self, key: jax.Array) -> PyTree:
-        """Initial parameters (float32), zeros or scaled truncated normals."""
+        """Initial parameters (float32): zeros or scaled truncated normals."""
         shapes = self.shapes()
         keys = jax.random.split(key, len(shapes))
         if self.init == "zeros":
             return {name: jnp.zeros(shape, jnp.float32) for name, shape in shapes.items()}
+
+        def scale(shape):
+            if self.init == "truncated_normal":
+                return self.init_scale
+            if len(shape) == 1:
+                return 0.0  # biases start at zero, as haiku's
+            return (self.init_scale / shape[1]) ** 0.5 / _TRUNCATED_STD  # [out, in]: fan_in = in
+
         return {
-            name: self.init_scale * jax.random.truncated_normal(k, -2.0, 2.0, shape, jnp.float32)
+            name: scale(shape) * jax.random.truncated_normal(k, -2.0, 2.0, shape, jnp.float32)
             for k, (name, shape) in zip(keys, shapes.items())
         }
 
