@@ -25,7 +25,7 @@ import pytest
 
 from nres import rundir
 from nres.build import resolve_config
-from nres.run import resume_run, start_run
+from nres.run import start_run
 
 psutil = pytest.importorskip("psutil")
 # Ray itself is imported by the engine's driver process only (tests/test_engines.py's
