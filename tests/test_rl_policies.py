@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nres.tasks.rl.policies import ObsScaler, Policy
+from nres.tasks.rl.policies import OBS_CLIP, ObsScale, ObsScaler, Policy, scale_obs
 
 
 def test_linear_policy_is_m_times_obs_without_bias():
@@ -74,3 +74,11 @@ def test_obs_scaler_standardises_and_defaults_to_identity():
     obs = jnp.array([2.0, 4.0])
     np.testing.assert_allclose(ObsScaler()(obs), obs)
     np.testing.assert_allclose(ObsScaler(np.array([1.0, 2.0]), np.array([0.5, 2.0]))(obs), [2.0, 1.0])
+
+
+def test_running_normalised_observations_are_clipped():
+    # A coordinate seen nearly constant (std 1e-5) that moves once would otherwise feed the
+    # policy 1e5 (Humanoid's contact forces: losses 100x larger within a few updates).
+    scale = ObsScale(jnp.zeros(3, jnp.float32), jnp.array([1e-5, 1.0, 2.0], jnp.float32))
+    out = np.asarray(scale_obs(scale, jnp.array([1.0, -50.0, 3.0], jnp.float32)))
+    np.testing.assert_allclose(out, [OBS_CLIP, -OBS_CLIP, 1.5])

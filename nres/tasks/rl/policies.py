@@ -118,6 +118,7 @@ class ObsScale(NamedTuple):
     std: jax.Array
 
 
+OBS_CLIP = 10.0  # running-normalised observations are clipped to [-10, 10] (rare coordinates)
 MIN_STD = 1e-6  # a coordinate whose std is below this is left unscaled (std = 1), as ARS does
 
 
@@ -160,5 +161,5 @@ def stats_scale(stats: ObsStats) -> ObsScale:
 
 
 def scale_obs(scale: ObsScale, obs: jax.Array) -> jax.Array:
-    """``(obs - mean) / std`` of one observation ``[obs_dim]``."""
-    return (obs - scale.mean) / scale.std
+    """``(obs - mean) / std`` of one observation ``[obs_dim]``, clipped to ``+-OBS_CLIP``."""
+    return jnp.clip((obs - scale.mean) / scale.std, -OBS_CLIP, OBS_CLIP)
