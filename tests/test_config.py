@@ -126,5 +126,5 @@ def test_defaults_line_names_the_env_and_what_was_changed():
 def test_an_env_without_defaults_of_its_own_gets_the_fallback_named():
     from nres.tasks.rl.defaults import FALLBACK, defaults_for
 
-    chosen = defaults_for({"env": "Ant-v5"})
-    assert chosen.training == FALLBACK.training and "Ant-v5 (no settings of its own" in chosen.source
+    chosen = defaults_for({"env": "Humanoid-v5"})
+    assert chosen.training == FALLBACK.training and "Humanoid-v5 (no settings of its own" in chosen.source
