@@ -65,6 +65,9 @@ DEFAULTS["Ant-v5"] = TaskDefaults({**_LOCOMOTION, "num_particles": 100, "sigma":
 DEFAULTS["Reacher-v5"] = TaskDefaults({**_LOCOMOTION, "unroll_length": 50}, {**_LINEAR_FROM_ZERO, "horizon": 50},
                                       f"Reacher-v5 ({_MEASURED})")
 
+# Humanoid has none: no setting tried raised its return for good (seed 0; sweep.jsonl):
+# Hopper's fell from 202 to -696 in 10 updates, with running observation statistics to 38,
+# Ant's to -158, Ant's with running statistics rose to 337 after 5 and fell to 170 by 20.
 FALLBACK = TaskDefaults(_LOCOMOTION, _LINEAR_FROM_ZERO, "")
 
 
