@@ -206,11 +206,12 @@ RAISE_WITHIN = {"HalfCheetah-v5": 30, "Hopper-v5": 10, "Walker2d-v5": 5, "Invert
 @pytest.mark.slow
 @pytest.mark.parametrize("env", sorted(RAISE_WITHIN))
 def test_each_environments_defaults_raise_its_return(env):
-    """`--env NAME` alone learns: its own defaults, seed 0, the full horizon T = 1000,
-    raise the unperturbed return (3 evaluation episodes, the same before and after) by
-    more than 10% of its size (and more than 1) within a few updates, every loss finite. (HalfCheetah with Swimmer's
-    settings once diverged: train loss 47 -> 4e23 in 5 updates; with the paper's recipe from
-    a resting start it did not move in 1000 updates.) Swimmer: the test above."""
+    """`--env NAME` alone learns: its own defaults, seed 0, the full horizon T (1000;
+    Reacher 50), raise the unperturbed return (3 evaluation episodes, the same before and
+    after) by more than 10% of its size (and more than 1) within a few updates, every loss
+    finite. (HalfCheetah with Swimmer's settings once diverged: train loss 47 -> 4e23 in 5
+    updates; with the paper's recipe from a resting start it did not move in 1000 updates.)
+    Swimmer: the test above."""
     from nres.tasks.rl.defaults import DEFAULTS
 
     assert set(RAISE_WITHIN) | {"Swimmer-v5"} == set(DEFAULTS), "an environment with defaults lacks this test"

@@ -31,7 +31,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SUMMARY = ROOT / "docs" / "results" / "rl_defaults" / "returns.json"
 
 # Updates per run; every environment's defaults step 60 environments x 100 steps per
-# update (6,000 env steps; Reacher 60 x 50; Ant 200 x 100). HalfCheetah rests near 0 for its first 10-20 updates.
+# update (6,000 env steps; Reacher 60 x 50; Ant 200 x 100). HalfCheetah rests near 0 for
+# its first 10-20 updates.
 BUDGETS = {"Swimmer-v5": 20, "HalfCheetah-v5": 60, "Hopper-v5": 30, "Walker2d-v5": 30, "InvertedPendulum-v5": 20,
            "InvertedDoublePendulum-v5": 20, "Reacher-v5": 20, "Ant-v5": 20}
 EVAL_EVERY = {"HalfCheetah-v5": 10}

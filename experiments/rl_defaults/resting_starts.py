@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import subprocess
 import sys
+
+from measure import _commit  # this folder's measure.py: HEAD, "+dirty" with uncommitted changes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "results" / "rl_defaults" / "resting_starts.json"
@@ -31,8 +32,7 @@ def main(argv=None) -> int:
 
     from nres.tasks.rl import RLConfig, make_rl_task
 
-    result = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True).stdout.strip(),
+    result = {"commit": _commit(),
               "env": "HalfCheetah-v5", "init_scale": 0.03, "episodes": 3, "resting_if_abs_return_below": RESTING,
               "inits": {}}
     for init in ("variance_scaling", "truncated_normal"):

@@ -5,8 +5,9 @@
 observation normalisation, ``T``); every config file and flag still wins over them.
 
 * Swimmer-v5: the paper's settings (SPEC section 6).
-* The others, HalfCheetah-v5 included: settings measured to raise the return on a 2-core CPU within a short
-  budget (``experiments/rl_defaults/measure.py``, results in ``docs/results/rl_defaults``).
+* The others, HalfCheetah-v5 included: settings measured to raise the return on a 2-core
+  CPU within a short budget (``experiments/rl_defaults/measure.py``, results in
+  ``docs/results/rl_defaults``).
 * An environment with no entry gets :data:`FALLBACK` (Hopper's and Walker2d's), named
   as such in the line printed at start.
 """
