@@ -123,8 +123,10 @@ def test_defaults_line_names_the_env_and_what_was_changed():
     assert get_task_entry("lorenz").defaults_line(config_to_dict(resolve_config())) is None
 
 
-def test_an_env_without_defaults_of_its_own_gets_the_fallback_named():
-    from nres.tasks.rl.defaults import FALLBACK, defaults_for
+def test_every_supported_env_has_defaults_and_another_gets_the_fallback_named():
+    from nres.tasks.rl.defaults import DEFAULTS, FALLBACK, defaults_for
+    from nres.tasks.rl.envs import SUPPORTED
 
-    chosen = defaults_for({"env": "Humanoid-v5"})
-    assert chosen.training == FALLBACK.training and "Humanoid-v5 (no settings of its own" in chosen.source
+    assert set(SUPPORTED) == set(DEFAULTS)
+    chosen = defaults_for({"env": "Pusher-v5"})  # not supported: the task then refuses it by name
+    assert chosen.training == FALLBACK.training and "Pusher-v5 (no settings of its own" in chosen.source

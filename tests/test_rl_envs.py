@@ -86,6 +86,15 @@ def test_observation_size_is_gymnasiums(env_id):
     env.close()
 
 
+@pytest.mark.parametrize("env_id", list(SUPPORTED))
+def test_action_bounds_are_gymnasiums_action_space(env_id):
+    env = quiet_make(env_id)
+    low, high = load_env(env_id).action_bounds
+    np.testing.assert_array_equal(np.asarray(low, np.float32), env.action_space.low)
+    np.testing.assert_array_equal(np.asarray(high, np.float32), env.action_space.high)
+    env.close()
+
+
 def test_new_specs_read_gymnasium_values():
     ant, humanoid = load_env("Ant-v5"), load_env("Humanoid-v5")
     assert (ant.contact_cost_weight, ant.contact_force_range, ant.ctrl_cost_weight) == (5e-4, (-1.0, 1.0), 0.5)

@@ -59,10 +59,23 @@ def test_mlp_policy_shapes():
     assert policy.apply(theta, jnp.ones(8)).shape == (2,)
 
 
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_action_bounds_clip_each_coordinate(kind):
+    bounds = ((-0.4, -1.0), (0.4, 2.0))
+    clipped, free = (Policy(kind, obs_dim=3, action_dim=2, hidden=4, init="truncated_normal", init_scale=3.0,
+                            action_bounds=b) for b in (bounds, None))
+    theta = free.init_theta(jax.random.PRNGKey(0))
+    for obs in (jnp.array([5.0, -7.0, 9.0]), jnp.array([-5.0, 7.0, -9.0]), jnp.array([1e-3, 0.0, -1e-3])):
+        raw = np.asarray(free.apply(theta, obs))
+        np.testing.assert_array_equal(np.asarray(clipped.apply(theta, obs)), np.clip(raw, *map(np.float32, bounds)))
+    assert np.any(np.abs(np.asarray(free.apply(theta, jnp.array([5.0, -7.0, 9.0])))) > 0.4)  # the clip acted
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"kind": "rnn"}, "unknown policy 'rnn'"),
     ({"init": "ones"}, "unknown init 'ones'"),
     ({"init_scale": -1.0}, "init_scale must be >= 0"),
+    ({"action_bounds": ((-1.0,), (1.0, 1.0))}, "action_bounds must be"),
 ])
 def test_bad_policy_options_name_the_value(kwargs, message):
     options = {"kind": "linear", "obs_dim": 2, "action_dim": 1, **kwargs}

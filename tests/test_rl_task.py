@@ -1,6 +1,7 @@
 """The rl task end to end: every ES estimator, learning Swimmer, the CLI, resume and rollout."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -116,6 +117,26 @@ def test_mlp_policy_with_observation_normalisation_builds_and_runs():
     assert np.isfinite(float(metrics["test_return"]))
 
 
+def test_action_clip_charges_the_control_cost_of_the_clipped_action():
+    """Humanoid's control cost is 0.1 sum(a^2) on the action as given (gymnasium): a policy
+    acting far outside [-0.4, 0.4] pays it without bound; with ``action_clip`` the action
+    (and the cost: at most 0.1 * 17 * 0.4^2) stays in the action space, and the physics,
+    which clamps the control itself, is the same."""
+    from nres.tasks.rl import RLConfig, make_rl_task
+
+    tasks = [make_rl_task(RLConfig(env="Humanoid-v5", horizon=2, num_eval_episodes=1, num_threads=1,
+                                   action_clip=clip)) for clip in (False, True)]
+    theta = {"M": jnp.full(tasks[0].init_theta(jax.random.PRNGKey(0))["M"].shape, 100.0)}
+    state = tasks[0].init_state(jax.random.PRNGKey(3))
+    free, clipped = (jax.jit(lambda s, task=task: task.step(theta, s, 0, None, None))(state) for task in tasks)
+    action = np.asarray(theta["M"] @ state.obs)
+    cost = lambda a: 0.1 * float(np.sum(np.square(a)))  # gymnasium's ctrl_cost_weight for Humanoid
+    assert cost(np.clip(action, -0.4, 0.4)) <= 0.1 * 17 * 0.16 + 1e-6 < cost(action)
+    np.testing.assert_allclose(float(clipped.reward) - float(free.reward),
+                               cost(action) - cost(np.clip(action, -0.4, 0.4)), rtol=1e-4)
+    np.testing.assert_array_equal(np.asarray(clipped.obs), np.asarray(free.obs))  # MuJoCo clamps ctrl itself
+
+
 @pytest.mark.slow
 def test_short_nres_run_on_mjx_swimmer_beats_the_zero_policy():
     """The same paper settings on MJX physics (one compiled window): it learns too."""
@@ -200,7 +221,7 @@ def test_readme_defaults_table_is_rendered_from_the_committed_summary():
 # show (docs/results/rl_defaults: HalfCheetah's return stays near 0 for 20 updates, then
 # rises by hundreds; Hopper's dips after 5 updates).
 RAISE_WITHIN = {"HalfCheetah-v5": 30, "Hopper-v5": 10, "Walker2d-v5": 5, "InvertedPendulum-v5": 5,
-                "InvertedDoublePendulum-v5": 10, "Reacher-v5": 20, "Ant-v5": 20}
+                "InvertedDoublePendulum-v5": 10, "Reacher-v5": 20, "Ant-v5": 20, "Humanoid-v5": 5}
 
 
 @pytest.mark.slow

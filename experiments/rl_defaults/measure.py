@@ -34,7 +34,7 @@ SUMMARY = ROOT / "docs" / "results" / "rl_defaults" / "returns.json"
 # update (6,000 env steps; Reacher 60 x 50; Ant 200 x 100). HalfCheetah rests near 0 for
 # its first 10-20 updates.
 BUDGETS = {"Swimmer-v5": 20, "HalfCheetah-v5": 60, "Hopper-v5": 30, "Walker2d-v5": 30, "InvertedPendulum-v5": 20,
-           "InvertedDoublePendulum-v5": 20, "Reacher-v5": 20, "Ant-v5": 20}
+           "InvertedDoublePendulum-v5": 20, "Reacher-v5": 20, "Ant-v5": 20, "Humanoid-v5": 20}
 EVAL_EVERY = {"HalfCheetah-v5": 10}
 
 

@@ -35,6 +35,8 @@ def _settings(defaults: dict) -> str:
     parts.append(f"{options.get('policy', 'linear')} policy, {init}")
     if options.get("obs_normalize"):
         parts.append("obs. normalized")
+    if options.get("action_clip"):
+        parts.append("actions clipped")
     parts.append(f"T = {options.get('horizon', 1000)}")
     return ", ".join(parts)
 

@@ -70,6 +70,9 @@ class RLConfig:
       obs_norm: ``off``, ``fixed`` (as ``obs_normalize``) or ``running``: running mean
         and variance of the observations training visits, updated once per update and
         kept in the checkpoint (see the module docstring).
+      action_clip: clip the policy's action to the environment's action space
+        (gymnasium's ``action_space``, MuJoCo's ``actuator_ctrlrange``) before each step,
+        so that the control cost, charged on the action as given, stays bounded.
     """
 
     env: str = "Swimmer-v5"
@@ -85,6 +88,7 @@ class RLConfig:
     num_threads: int = 0
     obs_norm_seed: int = 0
     obs_norm: str = "off"
+    action_clip: bool = False
 
 
 class RLState(NamedTuple):
@@ -135,7 +139,8 @@ def observation_statistics(spec: EnvSpec, episodes: int, horizon: int, seed: int
 
 def make_policy(config: RLConfig, spec: EnvSpec) -> tuple[Policy, ObsScaler]:
     """The policy of ``config`` and the observation scaling in front of it."""
-    policy = Policy(config.policy, spec.obs_dim, spec.action_dim, config.hidden, config.init, config.init_scale)
+    policy = Policy(config.policy, spec.obs_dim, spec.action_dim, config.hidden, config.init, config.init_scale,
+                    spec.action_bounds if config.action_clip else None)
     if obs_norm_mode(config) != "fixed":
         return policy, ObsScaler()
     if config.obs_norm_episodes <= 0:

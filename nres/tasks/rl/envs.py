@@ -281,6 +281,13 @@ class EnvSpec:
     def action_dim(self) -> int:
         return self.model.nu
 
+    @property
+    def action_bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """gymnasium's action space ``(low, high)``, each ``[action_dim]``: the actuators'
+        ``ctrlrange`` (every supported environment limits its controls)."""
+        low, high = np.asarray(self.model.actuator_ctrlrange, np.float64).T
+        return tuple(low.tolist()), tuple(high.tolist())
+
     @functools.cached_property
     def derived(self) -> tuple:
         """MjData fields (besides ``qpos``, ``qvel``) the formulas read, sorted."""

@@ -15,6 +15,12 @@ entry ``init_scale * z`` with ``z`` a standard normal truncated to ``[-2, 2]``;
 ``sqrt(init_scale / fan_in) / 0.8796 * z``, so its variance is ``init_scale / fan_in``
 (0.8796 is the std of ``z``), biases zero. All functions act on one observation
 ``[obs_dim]`` and are vmapped by the library.
+
+Action bounds (``action_bounds``, optional): the action is clipped to the environment's
+action space, ``low <= a <= high`` per coordinate, before the environment sees it, as
+ES implementations on MuJoCo usually do: gymnasium's control cost is charged on the
+action as given, so an unclipped linear policy with large observations pays costs
+without bound (Humanoid), while MuJoCo clamps the control itself.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Policy:
     hidden: int = 32
     init: str = "zeros"
     init_scale: float = 0.03
+    action_bounds: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None  # (low, high), each [action_dim]
 
     def __post_init__(self):
         if self.kind not in POLICIES:
@@ -55,6 +62,8 @@ class Policy:
             raise ValueError(f"init_scale must be >= 0, got {self.init_scale!r}")
         if self.kind == "mlp" and self.hidden <= 0:
             raise ValueError(f"hidden must be a positive integer, got {self.hidden!r}")
+        if self.action_bounds is not None and any(len(b) != self.action_dim for b in self.action_bounds):
+            raise ValueError(f"action_bounds must be (low, high) of {self.action_dim} values each")
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         o, a, h = self.obs_dim, self.action_dim, self.hidden
@@ -82,11 +91,16 @@ class Policy:
         }
 
     def apply(self, theta: PyTree, obs: jax.Array) -> jax.Array:
-        """Action ``[action_dim]`` for one (already scaled) observation ``[obs_dim]``."""
+        """Action ``[action_dim]`` for one (already scaled) observation ``[obs_dim]``,
+        clipped to ``action_bounds`` when the policy has them."""
         if self.kind == "linear":
-            return theta["M"] @ obs
-        hidden = jnp.tanh(theta["W1"] @ obs + theta["b1"])
-        return theta["W2"] @ hidden + theta["b2"]
+            action = theta["M"] @ obs
+        else:
+            action = theta["W2"] @ jnp.tanh(theta["W1"] @ obs + theta["b1"]) + theta["b2"]
+        if self.action_bounds is None:
+            return action
+        low, high = (jnp.asarray(b, action.dtype) for b in self.action_bounds)
+        return jnp.clip(action, low, high)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
