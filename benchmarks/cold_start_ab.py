@@ -2,10 +2,12 @@
 
 Each sample is a fresh process that builds the default run of ``--task`` from the tree on
 its ``PYTHONPATH``, runs ``Trainer.init`` and one update, and prints ``wall_time_s`` of
-update 1 (compilation, burn-in and the update). ``--cache off`` (default): the compilation
+update 1 (compilation, burn-in and the update) and the process's CPU seconds over the same
+span (every thread: XLA compiles kernels on several). ``--cache off`` (default): the compilation
 cache off; ``--cache fresh``: on, in a new empty directory per sample (a user's cold start:
 programs are compiled and stored). The two trees alternate, the first of each pair
-switching sides every pair, ``--pairs`` times; printed: each pair and the median ratio B / A.
+switching sides every pair, ``--pairs`` times; printed: each pair and the median ratios B / A
+of the clock and of the CPU seconds.
 
 Usage: python benchmarks/cold_start_ab.py TREE_A TREE_B [--task lorenz] [--pairs 5] [--cache off|fresh]
 (a tree: a checkout of nres, e.g. ``git worktree add /tmp/before COMMIT``).
@@ -21,25 +23,28 @@ import sys
 import tempfile
 
 CHILD = r"""
-import sys
+import sys, time
 import nres.compilation_cache as cc
 from nres.build import resolve_config
 from nres.training import Trainer
 cc.enable(sys.argv[2])
 trainer = Trainer(resolve_config({"task": sys.argv[1], "seed": 0, "eval_every": 0}))
+cpu = time.process_time()
 learner, counters = trainer.init()
 learner, steps = trainer.update_many(learner, counters, 1)
-print(steps[-1][0].wall_time_s)
+print(steps[-1][0].wall_time_s, time.process_time() - cpu)
 """
 
 
-def clock(tree: str, task: str, cache: str) -> float:
+def clock(tree: str, task: str, cache: str) -> tuple[float, float]:
+    """Training clock through update 1 and CPU seconds of one fresh process of ``tree``."""
     env = {**os.environ, "PYTHONPATH": tree}
     with tempfile.TemporaryDirectory() as fresh:
         setting = fresh if cache == "fresh" else "off"
         out = subprocess.run([sys.executable, "-c", CHILD, task, setting], env=env, capture_output=True, text=True,
                              check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def main() -> None:
@@ -50,17 +55,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--cache", choices=("off", "fresh"), default="off")
     args = parser.parse_args()
-    ratios = []
+    ratios, cpu_ratios = [], []
     for i in range(args.pairs):
-        if i % 2:
-            b, a = clock(args.tree_b, args.task, args.cache), clock(args.tree_a, args.task, args.cache)
-        else:
-            a, b = clock(args.tree_a, args.task, args.cache), clock(args.tree_b, args.task, args.cache)
+        order = (0, 1) if i % 2 == 0 else (1, 0)  # the first of each pair switches sides
+        times = {side: clock((args.tree_a, args.tree_b)[side], args.task, args.cache) for side in order}
+        (a, a_cpu), (b, b_cpu) = times[0], times[1]
         ratios.append(b / a)
-        print(f"pair {i}: A {a:.2f} s, B {b:.2f} s, B/A {b / a:.2f}; load average {os.getloadavg()[0]:.1f}",
-              flush=True)
+        cpu_ratios.append(b_cpu / a_cpu)
+        print(f"pair {i}: A {a:.2f} s ({a_cpu:.2f} s CPU), B {b:.2f} s ({b_cpu:.2f} s CPU), B/A {b / a:.2f} "
+              f"(CPU {b_cpu / a_cpu:.2f}); load average {os.getloadavg()[0]:.1f}", flush=True)
     print(f"{args.task}: median B/A {statistics.median(ratios):.2f} over {args.pairs} pairs "
-          f"({sum(r < 1 for r in ratios)} below 1)")
+          f"({sum(r < 1 for r in ratios)} below 1); CPU seconds {statistics.median(cpu_ratios):.2f} "
+          f"({sum(r < 1 for r in cpu_ratios)} below 1)")
 
 
 if __name__ == "__main__":
