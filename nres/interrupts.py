@@ -159,3 +159,33 @@ def _handlers(handler):
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+PARENT_ENV = "NRES_PARENT_PID"  # set by a parent whose children must not outlive it (nres compare)
+
+
+def end_with_parent() -> None:
+    """Stop this process when its parent dies, if the parent asked for it.
+
+    A parent that puts its pid in the environment as :data:`PARENT_ENV` (``nres
+    compare``, for each run's process) cannot forward a SIGKILL of its own; on Linux its
+    child then asks the kernel for a SIGTERM when the parent dies (``prctl``
+    ``PR_SET_PDEATHSIG``) and stops as on any SIGTERM: at its last checkpoint, resumable.
+    A parent gone already: SIGTERM at once. The variable is removed, so this process's own
+    children do not inherit it. Elsewhere (other systems, no variable): nothing.
+    """
+    import os
+
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -239,6 +240,39 @@ def test_a_second_compare_is_refused_and_an_interrupt_suggests_the_same_selectio
     command = shlex.split(hint.split("`")[1])
     assert command == ["nres", "compare", str(path), "--out", str(out), "--seeds", "1", "--methods", "nres"], hint
     assert "failed" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_sigkilled_compare_leaves_no_run_training(tmp_path):
+    """SIGKILL cannot be forwarded: each run's process asks the kernel for a SIGTERM when
+    `nres compare` dies, stops at its checkpoint as on any SIGTERM and releases its run."""
+    import psutil
+
+    path = experiment(tmp_path, iterations=100_000)  # far more than runs before the kill
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "nres.cli", "compare", str(path), "--out", str(out),
+                              "--seeds", "1", "--methods", "nres"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [first.stdout.readline() for _ in range(2)]
+        assert lines[1].strip() == "nres/seed0: starting", lines
+        run = out / "nres" / "seed0"
+        deadline = time.monotonic() + 120
+        while not (run / rundir.METRICS).is_file():  # the run trains: its first metrics are written
+            assert first.poll() is None and time.monotonic() < deadline, "the run wrote no metrics in 120 s"
+            time.sleep(0.2)
+        workers = psutil.Process(first.pid).children(recursive=True)
+        assert workers, "no run process under nres compare"
+        first.kill()
+        first.wait(timeout=30)
+        gone, alive = psutil.wait_procs(workers, timeout=120)
+        assert not alive, f"run processes still alive 120 s after nres compare was killed: {alive}"
+    finally:
+        if first.poll() is None:
+            first.kill()
+    rundir.check_free(run)  # released: `nres compare` again (or `nres train --resume`) can continue it
+    assert rundir.is_run(run)
 
 
 @pytest.mark.slow

@@ -110,3 +110,17 @@ def test_a_stop_the_command_could_not_raise_still_sets_its_exit_code(tmp_path, m
         sys.modules.pop("nres_test_stop_on_import", None)
     assert capsys.readouterr().err.strip() == "nres: aborted by SIGUSR1 (the last checkpoint, if any, is intact)"
     assert pending() is None  # acted on: a later command in this process is not stopped
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_end_with_parent_stops_a_child_whose_parent_is_gone_and_keeps_one_whose_parent_lives():
+    import subprocess
+
+    code = ("import os, time; from nres import interrupts; interrupts.end_with_parent(); "
+            "print(interrupts.PARENT_ENV in os.environ, flush=True); time.sleep(float(os.environ['SLEEP']))")
+    run = lambda parent, sleep: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                                               env={**os.environ, "NRES_PARENT_PID": parent, "SLEEP": sleep})
+    gone = run("1", "30")  # its parent is this test, not pid 1: as if the named parent had died
+    assert gone.returncode == -signal.SIGTERM and gone.stdout == "", (gone.returncode, gone.stdout)
+    kept = run(str(os.getpid()), "0")
+    assert kept.returncode == 0 and kept.stdout.strip() == "False", (kept.returncode, kept.stdout, kept.stderr)

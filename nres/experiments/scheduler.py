@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from nres import rundir
+from nres import interrupts, rundir
 from nres.checkpoint import atomic_write
 from nres.config import config_to_dict
 from nres.progress import interval_s
@@ -202,7 +202,10 @@ def child_environment(threads_per_run: int, jobs: int = 1) -> dict:
 
 
 def run_subprocess(command: list[str], log_file: str, env: dict, register: Optional[Callable] = None) -> int:
-    """Run ``command`` with stdout/stderr appended to ``log_file``; its exit code."""
+    """Run ``command`` with stdout/stderr appended to ``log_file``; its exit code. The run
+    stops (SIGTERM, at its last checkpoint) if this process dies first
+    (:func:`nres.interrupts.end_with_parent`)."""
+    env = {**env, interrupts.PARENT_ENV: str(os.getpid())}
     with open(log_file, "a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()

@@ -18,6 +18,8 @@ import pathlib
 import sys
 from typing import Optional, Sequence
 
+from nres import interrupts
+
 
 def run(path: str, config_file: str, iterations: int, stride: int, train: bool = True) -> int:
     from nres import rundir
@@ -67,6 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--iterations", type=int, default=0)
     parser.add_argument("--stride", type=int, default=1)
     args = parser.parse_args(argv)
+    interrupts.end_with_parent()  # a SIGKILLed `nres compare` leaves no run training on
     if args.step in ("run", "evaluate"):
         return run(args.path, args.config, args.iterations, args.stride, train=args.step == "run")
     return reference(args.path, args.config)
