@@ -208,18 +208,27 @@ def test_progress_lines_on_stderr_while_runs_train(tmp_path, capsys, monkeypatch
     assert "nres/seed0: done" in captured.out
 
 
+def start_long_compare(tmp_path):
+    """`nres compare` of one run with far more updates than a test waits for, in a
+    subprocess, once it says the run starts: ``(experiment file, output directory, process)``."""
+    path = experiment(tmp_path, iterations=100_000)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "nres.cli", "compare", str(path), "--out", str(out),
+                                "--seeds", "1", "--methods", "nres"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = [process.stdout.readline() for _ in range(2)]
+    if lines[1].strip() != "nres/seed0: starting":
+        process.kill()
+        pytest.fail(f"nres compare did not start its run: {lines}")
+    return path, out, process
+
+
 @pytest.mark.slow
 def test_a_second_compare_is_refused_and_an_interrupt_suggests_the_same_selection(tmp_path, capsys):
     """Two `nres compare` on one directory: the second is refused with one line while the first
     goes on; the first, interrupted, suggests a command that resumes the same methods and seeds."""
-    path = experiment(tmp_path, iterations=100_000)  # far more than runs before the interrupt
-    out = tmp_path / "out"
-    first = subprocess.Popen([sys.executable, "-m", "nres.cli", "compare", str(path), "--out", str(out),
-                              "--seeds", "1", "--methods", "nres"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    path, out, first = start_long_compare(tmp_path)
     try:
-        lines = [first.stdout.readline() for _ in range(2)]
-        assert lines[1].strip() == "nres/seed0: starting", lines
         assert main(["compare", str(path), "--out", str(out)]) == 2  # every method: refused, not run
         err = capsys.readouterr().err
         assert f"is in use by another `nres compare` (pid {first.pid})" in err and err.count("\n") == 1, err
@@ -249,14 +258,8 @@ def test_a_sigkilled_compare_leaves_no_run_training(tmp_path):
     `nres compare` dies, stops at its checkpoint as on any SIGTERM and releases its run."""
     import psutil
 
-    path = experiment(tmp_path, iterations=100_000)  # far more than runs before the kill
-    out = tmp_path / "out"
-    first = subprocess.Popen([sys.executable, "-m", "nres.cli", "compare", str(path), "--out", str(out),
-                              "--seeds", "1", "--methods", "nres"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _, out, first = start_long_compare(tmp_path)
     try:
-        lines = [first.stdout.readline() for _ in range(2)]
-        assert lines[1].strip() == "nres/seed0: starting", lines
         run = out / "nres" / "seed0"
         deadline = time.monotonic() + 120
         while not (run / rundir.METRICS).is_file():  # the run trains: its first metrics are written
