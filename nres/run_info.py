@@ -17,13 +17,15 @@ import jax
 from nres.config import TrainConfig, config_to_dict
 from nres.engines.local import particle_devices
 from nres.task import Task, theta_size
-from nres.tasks import get_task_entry
+from nres.tasks import get_task_entry, task_file
 
 
 def facts(config: TrainConfig, task: Task) -> dict:
-    """``theta_size`` (d), ``horizon`` (T), devices (kind, count, used) and process count."""
+    """``theta_size`` (d), ``horizon`` (T), devices (kind, count, used), process count and,
+    for a task given by path, ``task_file`` (its absolute path, :func:`nres.tasks.task_file`)."""
     devices = jax.local_devices()
-    return {
+    file = task_file(config.task)
+    return {**({"task_file": file} if file else {}),
         "theta_size": theta_size(task),
         "horizon": task.horizon,
         "devices": {

@@ -114,6 +114,10 @@ def _read_text(file: pathlib.Path) -> str:
 
 
 def read_config(path: str | pathlib.Path) -> dict:
+    """``config.json`` of the run at ``path``. A task given by a relative path
+    (``--task mytasks/spring.py:ENTRY``) that is not found from the working directory is
+    named by the absolute path the run recorded (``task_file``), so ``--resume``, ``nres
+    eval`` and the rest work from any directory."""
     path = pathlib.Path(path)
     if not is_run(path):
         raise RunDirError(f"{str(path)!r} is not a run directory (no {CONFIG})")
@@ -123,6 +127,11 @@ def read_config(path: str | pathlib.Path) -> dict:
         raise RunDirError(f"{str(path / CONFIG)!r} is not valid JSON: {err}") from None
     if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
         raise RunDirError(f"{str(path / CONFIG)!r} has no 'config' table of settings")
+    task, file = stored["config"].get("task"), stored.get("task_file")
+    if isinstance(task, str) and isinstance(file, str) and ":" in task:
+        module, _, entry = task.rpartition(":")
+        if not os.path.exists(module) and os.path.isfile(file):  # a relative path typed elsewhere
+            stored["config"]["task"] = f"{file}:{entry}"
     return stored
 
 

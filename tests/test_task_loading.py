@@ -95,6 +95,23 @@ def test_bad_task_paths_are_one_line_errors(task_dir, capsys, spec, match):
     assert err.startswith("nres: error: ") and match in err and "\n" not in err, err
 
 
+def test_a_run_of_a_task_by_relative_path_resumes_from_another_directory(task_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert main(["train", "--task", "mytasks/spring.py:ENTRY", "--no-progress", "--iterations", "2",
+                 "--out", str(run)]) == 0
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["config"]["task"] == "mytasks/spring.py:ENTRY"  # as typed
+    assert stored["task_file"] == str(task_dir / "spring.py")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # mytasks/spring.py is not found from here
+    assert main(["train", "--resume", str(run), "--iterations", "3", "--no-progress"]) == 0
+    from nres import rundir
+
+    assert max(row["iteration"] for row in rundir.read_metrics(run)) == 3
+    assert main(["eval", str(run)]) == 0
+
+
 def test_a_task_by_path_trains_through_the_cli_into_a_run_named_after_it(task_dir, capsys):
     assert main(["train", "--task", "mytasks/spring.py:ENTRY", "--no-progress", "--stiffness-scale", "2"]) == 0
     out = capsys.readouterr().out

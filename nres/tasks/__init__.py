@@ -147,6 +147,16 @@ def _is_path(module: str) -> bool:
     return module.endswith(".py") or "/" in module or os.sep in module
 
 
+def task_file(name: str) -> Optional[str]:
+    """The absolute path of the file of a task given as ``path/to/file.py:ENTRY`` (from the
+    working directory now), else None: a run records it, so that a relative path still
+    finds the file from another directory (:func:`nres.rundir.read_config`)."""
+    if not is_custom(name):
+        return None
+    module = name.rpartition(":")[0]
+    return os.path.abspath(module) if _is_path(module) else None
+
+
 _LOADED: dict[str, TaskEntry] = {}  # custom entries, loaded (and their files run) once per process
 
 
