@@ -42,6 +42,7 @@ import numpy as np
 
 from nres import tensorboard
 from nres.checkpoint import atomic_write
+from nres.tasks import located
 from nres.tree import PyTree
 
 CONFIG = "config.json"
@@ -128,10 +129,8 @@ def read_config(path: str | pathlib.Path) -> dict:
     if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
         raise RunDirError(f"{str(path / CONFIG)!r} has no 'config' table of settings")
     task, file = stored["config"].get("task"), stored.get("task_file")
-    if isinstance(task, str) and isinstance(file, str) and ":" in task:
-        module, _, entry = task.rpartition(":")
-        if not os.path.exists(module) and os.path.isfile(file):  # a relative path typed elsewhere
-            stored["config"]["task"] = f"{file}:{entry}"
+    if isinstance(task, str) and isinstance(file, str):  # a relative path typed elsewhere
+        stored["config"]["task"] = located(task, file)
     return stored
 
 

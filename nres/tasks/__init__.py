@@ -157,6 +157,17 @@ def task_file(name: str) -> Optional[str]:
     return os.path.abspath(module) if _is_path(module) else None
 
 
+def located(name: str, recorded_file: Optional[str]) -> str:
+    """``name``, or the same entry in ``recorded_file`` (a run's :func:`task_file`) when
+    ``name``'s file is not found from the working directory but the recorded one exists."""
+    if not is_custom(name) or not recorded_file:
+        return name
+    module, _, entry = name.rpartition(":")
+    if _is_path(module) and not os.path.exists(module) and os.path.isfile(recorded_file):
+        return f"{recorded_file}:{entry}"
+    return name
+
+
 _LOADED: dict[str, TaskEntry] = {}  # custom entries, loaded (and their files run) once per process
 
 
