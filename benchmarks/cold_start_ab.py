@@ -24,6 +24,7 @@ import tempfile
 
 CHILD = r"""
 import sys, time
+import nres
 import nres.compilation_cache as cc
 from nres.build import resolve_config
 from nres.training import Trainer
@@ -32,6 +33,7 @@ trainer = Trainer(resolve_config({"task": sys.argv[1], "seed": 0, "eval_every": 
 cpu = time.process_time()
 learner, counters = trainer.init()
 learner, steps = trainer.update_many(learner, counters, 1)
+print(nres.__file__)
 print(steps[-1][0].wall_time_s, time.process_time() - cpu)
 """
 
@@ -40,10 +42,15 @@ def clock(tree: str, task: str, cache: str) -> tuple[float, float]:
     """Training clock through update 1 and CPU seconds of one fresh process of ``tree``."""
     env = {**os.environ, "PYTHONPATH": tree}
     with tempfile.TemporaryDirectory() as fresh:
-        setting = fresh if cache == "fresh" else "off"
-        out = subprocess.run([sys.executable, "-c", CHILD, task, setting], env=env, capture_output=True, text=True,
-                             check=True)
-    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+        setting = os.path.join(fresh, "cache") if cache == "fresh" else "off"
+        # run in the empty directory: `python -c` puts the working directory first on sys.path,
+        # where a checkout of nres (the one this script is started from) would shadow ``tree``
+        out = subprocess.run([sys.executable, "-c", CHILD, task, setting], env=env, cwd=fresh, capture_output=True,
+                             text=True, check=True)
+    *_, imported, line = out.stdout.strip().splitlines()
+    if os.path.commonpath([os.path.realpath(imported), os.path.realpath(tree)]) != os.path.realpath(tree):
+        raise SystemExit(f"the child imported nres from {imported}, not from the tree {tree}")
+    wall, cpu = line.split()
     return float(wall), float(cpu)
 
 

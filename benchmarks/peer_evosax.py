@@ -3,11 +3,14 @@
 The Lorenz setting of the end-to-end benchmark (N = 200 pairs, W = 100, T = 2000,
 sigma = 0.04, SGD lr = 1e-5, 5000 updates, evaluation off). For each estimator (NRES
 against ``NoiseReuseES``, PES against ``PersistentES``) and each seed, five processes
-run interleaved (the order of the sides flips every seed):
+run interleaved (the order of the sides flips every seed; six since ``compile_for``):
 
 * ``nres train --estimator E --seed S``, **cold**: a fresh, empty compilation-cache
   directory (``--compilation-cache DIR``); **warm**: the same directory again; **new
-  seed**: the same directory with ``--seed S+1000`` (a researcher's next seed);
+  seed**: the same directory with ``--seed S+1000`` (a researcher's next seed). These
+  compile for the task's default, ``--compile-for start`` (:mod:`nres.compiler`);
+  **steps cold**: ``--compile-for steps`` (XLA's default emitters) in another fresh
+  directory, to show what that choice trades;
 * evosax in a fused loop written below (one jitted call per update: ``ask``, the
   population's window of W steps, ``tell``; step-locked, as evosax's online ES are:
   every member resets together), optimising the nres task's own ``step`` and ``loss``
@@ -55,7 +58,7 @@ from end_to_end import LORENZ, launch, lorenz_evaluator, median  # noqa: E402
 HERE = pathlib.Path(__file__).resolve()
 TARGET = 50.0
 PEERS = {"nres": "NoiseReuseES", "pes": "PersistentES"}  # nres estimator -> evosax class
-KINDS = {"nres": ("cold", "warm", "new seed"), "evosax": ("cold", "warm")}  # processes per seed and side
+KINDS = {"nres": ("cold", "warm", "new seed", "steps cold"), "evosax": ("cold", "warm")}  # processes per seed and side
 NEW_SEED = 1000  # "new seed": seed S + NEW_SEED on the cache seed S's cold run filled
 ROWS = (("updates", "updates to test loss <= 50", "{:.0f}"),
         ("per_update_ms", "steady time per update (ms)", "{:.4f}"),
@@ -149,7 +152,7 @@ def evosax_process(out: pathlib.Path, estimator: str, updates: int, seed: int, r
 
 # -- nres's side -----------------------------------------------------------------------------
 def nres_process(out: pathlib.Path, estimator: str, updates: int, seed: int, record_every: int, cache: str,
-                 settings: dict | None = None) -> dict:
+                 settings: dict | None = None, compile_for: str | None = None) -> dict:
     """One ``nres train`` process; the same records as :func:`evosax_process` from its run."""
     import numpy as np
 
@@ -160,6 +163,8 @@ def nres_process(out: pathlib.Path, estimator: str, updates: int, seed: int, rec
              "--num-particles": settings["num_particles"], "--unroll-length": settings["unroll_length"],
              "--horizon": settings["horizon"], "--sigma": settings["sigma"], "--lr": settings["lr"],
              "--compilation-cache": cache, "--out": out}
+    if compile_for:
+        flags["--compile-for"] = compile_for
     cmd = [sys.executable, "-m", "nres.cli", "train", "--no-progress", "--eval-every", "0", "--no-eval-at-end",
            "--optimizer", "sgd", *(str(x) for kv in flags.items() for x in kv)]
     _, whole = launch(cmd)
@@ -238,9 +243,10 @@ def side_by_side(args) -> None:
 
             def one(side, kind):
                 if side == "nres":
+                    steps = kind == "steps cold"
                     return nres_process(work / f"{estimator}-nres-{kind}-{seed}".replace(" ", "-"), estimator,
                                         args.updates, seed + NEW_SEED * (kind == "new seed"), args.record_every,
-                                        str(cache))
+                                        str(cache) + "-steps" * steps, compile_for="steps" if steps else None)
                 return evosax_process(work / f"{estimator}-evosax-{kind}-{seed}.json", estimator, args.updates,
                                       seed, args.record_every, "off" if kind == "cold" else str(evosax_cache))
 

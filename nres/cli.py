@@ -25,6 +25,7 @@ import typing
 from typing import Any, Optional, Sequence
 
 from nres.config import (
+    COMPILE_FOR,
     LR_SCHEDULES,
     OPTIMIZERS,
     TRAIN_FIELDS,
@@ -58,6 +59,8 @@ HELP = {
     "eval_at_end": "evaluate the final theta (--no-eval-at-end defers it to `nres eval`)",
     "checkpoint_every": "checkpoint every this many updates",
     "max_nonfinite": "stop after this many consecutive non-finite windows",
+    "compile_for": "compile the training programs for the fastest steps, or (CPU) the shortest start at slower "
+                   "steps",
 }
 
 
@@ -111,7 +114,7 @@ def train_parser(task: str) -> argparse.ArgumentParser:
     _add_engine_flags(parser.add_argument_group("scaling out (same results on every engine; README: Scaling out)"))
     fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "task_options"]
     choices = {"estimator": estimator_names(), "optimizer": OPTIMIZERS,
-               "lr_schedule": LR_SCHEDULES}
+               "lr_schedule": LR_SCHEDULES, "compile_for": COMPILE_FOR}
     _add_dataclass_flags(parser.add_argument_group("training"), fields, HELP, dict(entry.training_defaults), choices)
     task_group = parser.add_argument_group(_task_header(task, entry))
     task_fields = [f for f in dataclasses.fields(entry.config_cls) if f.name != "horizon"]

@@ -254,14 +254,16 @@ class Program:
     resolved configuration), or is a function returning that description when first
     called; ``None`` means it cannot be described, and the program is an ordinary
     ``jax.jit``. One executable per distinct signature (argument tree, shapes, dtypes,
-    shardings).
+    shardings). ``compiler_options``: XLA options of every compilation
+    (:func:`nres.compiler.compiler_options`), part of the stored executable's key.
     """
 
-    def __init__(self, fn, identity):
+    def __init__(self, fn, identity, compiler_options: Optional[dict] = None):
         import jax
 
         self.fn, self.identity = fn, identity
-        self._jit = jax.jit(fn)
+        self.compiler_options = dict(compiler_options or {})
+        self._jit = jax.jit(fn, compiler_options=self.compiler_options or None)
         self._compiled: dict = {}
         self._last = None
 
@@ -336,7 +338,7 @@ class Program:
         import hashlib
         import json
 
-        key = hashlib.sha256(json.dumps([self.identity, _environment(), signature], sort_keys=True,
+        key = hashlib.sha256(json.dumps([self.identity, self.compiler_options, _environment(), signature], sort_keys=True,
                                         default=repr).encode()).hexdigest()
         return _active / EXECUTABLES / f"{key}.bin"
 

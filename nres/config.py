@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "piecewise")
+COMPILE_FOR = ("steps", "start")  # what the training programs are compiled for (nres.compiler)
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,8 @@ class TrainConfig:
         all evaluation to ``nres eval``).
       checkpoint_every: checkpoint every this many updates (and at the end).
       max_nonfinite: stop after this many consecutive windows with non-finite losses.
+      compile_for: ``steps`` (the fastest updates) or ``start`` (the shortest compile of
+        the training programs on CPU, slower updates); see :mod:`nres.compiler`.
       task_options: the task's own options (fields of its options dataclass).
     """
 
@@ -77,6 +80,7 @@ class TrainConfig:
     eval_at_end: bool = True
     checkpoint_every: int = 500
     max_nonfinite: int = 20
+    compile_for: str = "steps"
     task_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -187,6 +191,8 @@ def validate(config: TrainConfig, estimators) -> None:
         raise ConfigError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if config.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if config.compile_for not in COMPILE_FOR:
+        raise ConfigError(f"unknown compile_for {config.compile_for!r}; choose one of {', '.join(COMPILE_FOR)}")
     for name in ("num_particles", "unroll_length", "sigma", "lr", "lr_decay", "iterations", "checkpoint_every",
                  "max_nonfinite"):
         positive(name)

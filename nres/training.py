@@ -23,6 +23,7 @@ import numpy as np
 
 from nres.build import build_estimator, build_task, make_optimizer, optimizer_hyperparameters, program_identity, seed_key
 from nres.compilation_cache import Program
+from nres.compiler import compiler_options
 from nres.config import TrainConfig
 from nres.counters import Counters, Steps, tally
 from nres.engines import EngineOptions, Job, make_engine
@@ -59,7 +60,7 @@ class Trainer:
         self.max_chunk = self.step.max_chunk
         self.no_hold = np.zeros((config.num_particles,), np.int32)  # training: no pair burns in
         identity = (lambda name: program_identity(config, self.estimator, name)) if task is None else (lambda _: None)
-        self._init = Program(self.step.init, lambda: identity("init"))
+        self._init = Program(self.step.init, lambda: identity("init"), compiler_options(config.compile_for))
         self.hyper = optimizer_hyperparameters(config)
         self.template = jax.eval_shape(self.step.init, seed_key(config.seed), self.hyper)[0]
         self.engine = make_engine(Job(self.step, self.estimator, config, self.template, identity),

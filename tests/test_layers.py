@@ -12,7 +12,7 @@ ROOT = pathlib.Path(nres.__file__).parent
 # Lower number = lower layer. A module may import only from layers at or below its own.
 LAYERS = {
     0: ("nres.tree", "nres.threefry", "nres.interrupts", "nres.progress", "nres.tensorboard", "nres.config", "nres.tracebacks"),
-    1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes", "nres.plotting", "nres.optimizer"),
+    1: ("nres.task", "nres.noise", "nres.checkpoint", "nres.sizes", "nres.plotting", "nres.optimizer", "nres.compiler"),
     2: ("nres.particles", "nres.shared"),
     3: ("nres.estimators", "nres.evaluation", "nres.step"),
     4: ("nres.tasks",),

@@ -4,7 +4,8 @@ eab8261) by tests/data/make_reference_updates.py: theta bit for bit (float32); t
 train_loss to the rounding of its sum, because ES windows now sum each pair's losses first
 (so sharded workers can report one number per pair) -- a reordered sum of ``n = 2 N W``
 non-negative float32 losses differs by at most ``(n - 1) * 2**-24`` relative.
-The reference also holds one replayed episode's per-step losses (particles.replay_episode)."""
+The reference also holds one replayed episode's per-step losses (particles.replay_episode).
+Both ``compile_for`` settings give the reference's bits."""
 
 import pathlib
 import sys
@@ -20,10 +21,11 @@ reference, REFERENCE = references.load("updates")
 FAST = {"nres", "tbptt"}  # the rest are marked slow
 
 
+@pytest.mark.parametrize("compile_for", ["start", "steps"])  # the Lorenz task's default, and XLA's (nres.compiler)
 @pytest.mark.parametrize("name", references.run_names(reference, FAST))
-def test_first_20_updates_match_the_reference(name):
+def test_first_20_updates_match_the_reference(name, compile_for):
     expected = references.expected_run(reference, REFERENCE, name)
-    got = reference.run(reference.RUNS[name])
+    got = reference.run({**reference.RUNS[name], "compile_for": compile_for})
     settings = {**reference.BASE, **reference.RUNS[name]}
     n = 2 * settings["num_particles"] * (settings["horizon"] if name == "fulles" else settings["unroll_length"])
     bound = (n - 1) * 2.0**-24

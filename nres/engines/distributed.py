@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from nres.compiler import compiler_options
 from nres.config import ConfigError
 from nres.engines import check_scalar_engine
 from nres.engines.base import Job
@@ -105,7 +106,8 @@ class DistributedEngine:
             grad, info = estimator.gradient(scalars, theta)
             return grad, state, info
 
-        self._chunk = jax.jit(functools.partial(job.step.chunk, estimate=estimate))
+        self._chunk = jax.jit(functools.partial(job.step.chunk, estimate=estimate),
+                              compiler_options=compiler_options(job.config.compile_for) or None)
         self.agree = Agreement(_client(), jax.process_index(), jax.process_count())
         self._gather = jax.jit(lambda x: x, out_shardings=self.replicated)
 

@@ -7,6 +7,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from nres.compilation_cache import Program
+from nres.compiler import compiler_options
 from nres.engines.base import Job
 from nres.particles import map_particle_axis
 from nres.step import Learner
@@ -30,7 +31,7 @@ class LocalEngine:
         self.job = job
         self.num_particles = job.config.num_particles
         self.no_hold = np.zeros((self.num_particles,), np.int32)
-        self._chunk = Program(job.step.chunk, lambda: job.identity("chunk"))
+        self._chunk = Program(job.step.chunk, lambda: job.identity("chunk"), compiler_options(job.config.compile_for))
 
     def placement(self, learner: Learner) -> Learner | None:
         """The sharding of every leaf of ``learner`` (arrays or shapes) as :meth:`place`

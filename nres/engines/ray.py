@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nres.compiler import compiler_options
 from nres.config import ConfigError, config_to_dict
 from nres.engines import check_scalar_engine
 from nres.engines.base import Job
@@ -90,7 +91,7 @@ class _Worker:
             scalars, new = estimator.window(state, theta, burning)
             return scalars, burn_in_select(new, state, hold[pairs], index, estimator.unroll_length, burning)
 
-        self._window = jax.jit(window)
+        self._window = jax.jit(window, compiler_options=compiler_options(config.compile_for) or None)
         self.state = jax.device_put(state)
         self.busy_s = 0.0  # seconds spent in windows (see RayDriver.profile)
 
@@ -340,7 +341,7 @@ class RayDriver:
             grad, info = estimator.gradient(scalars, theta)
             return step.apply(theta, opt_state, grad, info, burn_in)
 
-        self._apply = jax.jit(apply)
+        self._apply = jax.jit(apply, compiler_options=compiler_options(resolved.compile_for) or None)
 
     # -- placement ---------------------------------------------------------------------
     def _shards(self, state) -> list:

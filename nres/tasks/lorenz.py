@@ -164,6 +164,7 @@ ENTRY = TaskEntry(
         "lr": 1e-5,
         "iterations": 5000,
         "eval_every": 250,
+        "compile_for": "start",  # the same bits as "steps" (tests/test_compiler.py), half the compile
     },
     description="Lorenz-system parameter learning, theta = (log a, log r)",
     metrics=("test_loss",),
