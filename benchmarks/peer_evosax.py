@@ -206,23 +206,23 @@ def memoized(evaluate):
 def table(estimator: str, results: dict) -> str:
     """``results[side][kind]``: one figures dict per seed; the medians and ratios as text."""
     kinds = [(side, kind) for side in KINDS for kind in KINDS[side]]
-    head = f"{'':<40}" + "".join(f"{s + ' ' + k:>14}" for s, k in kinds) + f"{'evosax/nres cold':>18}{'warm':>8}"
+    head = f"{'':<40}" + "".join(f"{s + ' ' + k:>17}" for s, k in kinds) + f"{'evosax/nres cold':>18}{'warm':>8}"
     lines = [f"{estimator} against evosax {PEERS[estimator]} (medians over {len(results['nres']['cold'])} seeds)",
              head]
     for key, label, fmt in ROWS:  # a seed that never reached the target counts out of its medians
         meds = {sk: median([f[key] for f in results[sk[0]][sk[1]] if f[key] == f[key]]) for sk in kinds}
-        line = f"{label:<40}" + "".join(f"{fmt.format(meds[sk]):>14}" for sk in kinds)
+        line = f"{label:<40}" + "".join(f"{fmt.format(meds[sk]):>17}" for sk in kinds)
         if key not in ("updates", "late_loss"):
             line += f"{meds[('evosax', 'cold')] / meds[('nres', 'cold')]:>18.2f}"
             line += f"{meds[('evosax', 'warm')] / meds[('nres', 'warm')]:>8.2f}"
         lines.append(line)
     reached = {sk: sum(f["updates"] == f["updates"] for f in results[sk[0]][sk[1]]) for sk in kinds}
-    lines.append(f"{'seeds reaching test loss <= 50':<40}" + "".join(f"{reached[sk]:>14}" for sk in kinds))
+    lines.append(f"{'seeds reaching test loss <= 50':<40}" + "".join(f"{reached[sk]:>17}" for sk in kinds))
     lines.append("per seed (nan: not reached):")
     for key, label, fmt in ROWS:
         for side, kind in kinds:
             values = ", ".join(fmt.format(f[key]) for f in results[side][kind])
-            lines.append(f"  {label:<40}{side + ' ' + kind:<15}{values}")
+            lines.append(f"  {label:<40}{side + ' ' + kind:<17}{values}")
     return "\n".join(lines)
 
 

@@ -9,8 +9,12 @@ A second reference, the task unroll, adds only the per-step loss every method ne
 so ``unroll/estimator`` isolates what the estimator itself costs. FullES (W = T) is
 listed for completeness; the target concerns the online estimators.
 
+The estimators' programs are compiled as ``nres train`` compiles them: for the Lorenz
+task's default ``--compile-for start`` unless ``--compile-for steps`` is given
+(:mod:`nres.compiler`; the floor and the unroll always use XLA's defaults).
+
 Usage: python benchmarks/throughput.py [--num-particles 200] [--unroll-length 100]
-       [--horizon 2000] [--repeats 200]
+       [--horizon 2000] [--repeats 200] [--compile-for start|steps]
 """
 
 from __future__ import annotations
@@ -77,9 +81,12 @@ def task_unroll_rate(num_particles: int, unroll_length: int, horizon: int, repea
     return _rate(unroll, (thetas, particles), 2 * num_particles * unroll_length, repeats)
 
 
-def estimator_rate(name: str, num_particles: int, unroll_length: int, horizon: int, repeats: int) -> float:
+def estimator_rate(name: str, num_particles: int, unroll_length: int, horizon: int, repeats: int,
+                   compile_for: str | None = None) -> float:
     settings = dict(task="lorenz", estimator=name, num_particles=num_particles, unroll_length=unroll_length,
                     horizon=horizon, noise_period=2 * unroll_length if name == "gpes" else None)
+    if compile_for:
+        settings["compile_for"] = compile_for
     trainer = Trainer(resolve_config(settings))
     learner, _ = trainer.init()
     # As `nres train` runs it: many updates per compiled call (Trainer.update_many).
@@ -96,9 +103,12 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--fulles-particles", type=int, default=10, help="FullES N (paper: 10)")
+    parser.add_argument("--compile-for", choices=("start", "steps"), help="default: the Lorenz task's (start)")
     args = parser.parse_args()
     n, w = args.num_particles, args.unroll_length
-    print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); Lorenz N={n} W={w} T={args.horizon}")
+    compile_for = args.compile_for or resolve_config({"task": "lorenz"}).compile_for
+    print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}); Lorenz N={n} W={w} T={args.horizon}; "
+          f"estimators compiled for {compile_for}")
     floors, unrolls = {}, {}
     worst = 0.0
     for name in ("nres", "pes", "gpes", "tes", "fulles"):
@@ -112,7 +122,7 @@ def main() -> None:
             print(f"{'task unroll (step + per-step loss)':34s} {unroll / 1e6:9.2f} M particle-steps/s"
                   f"   floor/unroll = {floor / unroll:5.2f}x")
         floor, unroll = floors[particles, window], unrolls[particles, window]
-        rate = estimator_rate(name, particles, w, args.horizon, args.repeats)
+        rate = estimator_rate(name, particles, w, args.horizon, args.repeats, compile_for)
         ratio = floor / rate
         label = f"{name} (N={particles}" + (", K=2W)" if name == "gpes" else ")")
         verdict = "ok" if ratio <= 1.5 else "ABOVE 1.5x TARGET"
