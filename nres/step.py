@@ -12,8 +12,10 @@
   ``window`` of a call whose first ``max(hold)`` windows are burn-in windows (they
   advance only the pairs still burning in and apply no update), else one update.
 * ``chunk(learner, count, hold, estimate=None) -> (learner, infos, thetas)``: ``count``
-  (dynamic) windows in one ``fori_loop``; per update its :class:`UpdateInfo` and
-  ``theta`` in buffers with a leading ``[max_chunk]`` axis (rows past ``count`` unused).
+  (dynamic) windows in one ``fori_loop``; per update its :class:`UpdateInfo` as a row of
+  ``infos`` uint32 ``[max_chunk, INFO_WORDS]`` (:func:`pack_info`; the host reads them
+  with :func:`unpack_infos`) and its ``theta`` in a buffer with a leading ``[max_chunk]``
+  axis (rows past ``count`` unused).
 * ``apply(theta, opt_state, grad, info, burn_in) -> (theta, opt_state, UpdateInfo)``:
   the optax step behind the non-finite guard (:func:`guarded_apply`).
 
@@ -28,11 +30,13 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nres.optimizer import with_hyperparameters
 from nres import shared as task_shared
 from nres.particles import burn_in_select
+from nres.threefry import split_keys
 from nres.task import Task, theta_size
 from nres.tree import PyTree, tree_all_finite, tree_norm
 
@@ -85,13 +89,37 @@ def guarded_apply(optimizer: optax.GradientTransformation) -> Callable:
         updates, new_opt_state = optimizer.update(grad, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
         grad_norm = tree_norm(grad)
-        applied = (~jnp.asarray(burn_in) & (info.num_nonfinite == 0) & tree_all_finite(grad)
-                   & jnp.isfinite(grad_norm) & tree_all_finite(new_theta) & tree_all_finite(new_opt_state))
+        # a finite norm means a finite gradient: a non-finite entry makes its square sum nan or inf
+        applied = (~jnp.asarray(burn_in) & (info.num_nonfinite == 0) & jnp.isfinite(grad_norm)
+                   & tree_all_finite(new_theta) & tree_all_finite(new_opt_state))
         keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(applied, n, o), new, old)
         return (keep(new_theta, theta), keep(new_opt_state, opt_state),
                 UpdateInfo(info.train_loss, grad_norm, applied, info.num_nonfinite, info.env_steps))
 
     return apply
+
+
+INFO_WORDS = len(UpdateInfo._fields)
+_INFO_DTYPES = UpdateInfo(jnp.float32, jnp.float32, jnp.bool_, jnp.int32, jnp.int32)
+
+
+def pack_info(info: UpdateInfo) -> jax.Array:
+    """One update's :class:`UpdateInfo` as one row: uint32 ``[INFO_WORDS]``, each field's
+    bits (``applied`` as 0 or 1). A chunk keeps its updates' infos as rows of one buffer,
+    which XLA writes with one kernel per update instead of one per field."""
+    def word(value, dtype):
+        value = jnp.asarray(value, dtype)
+        return value.astype(jnp.uint32) if dtype == jnp.bool_ else jax.lax.bitcast_convert_type(value, jnp.uint32)
+
+    return jnp.stack([word(v, d) for v, d in zip(info, _INFO_DTYPES)])
+
+
+def unpack_infos(rows) -> UpdateInfo:
+    """The host's reading of rows of :func:`pack_info` (uint32 ``[n, INFO_WORDS]``): an
+    :class:`UpdateInfo` of numpy ``[n]`` arrays, the same bits."""
+    rows = np.asarray(rows, np.uint32)
+    return UpdateInfo(*(rows[:, k] != 0 if dtype == jnp.bool_ else rows[:, k].view(np.dtype(dtype))
+                        for k, dtype in enumerate(_INFO_DTYPES)))
 
 
 def chunk_capacity(task: Task) -> int:
@@ -107,7 +135,7 @@ def make_step(task: Task, estimator, optimizer: optax.GradientTransformation, ma
     task_shared.check_estimator(task, estimator)
 
     def init(key: jax.Array, hyper: dict | None = None) -> tuple[Learner, jax.Array]:
-        k_theta, k_est = jax.random.split(key)
+        k_theta, k_est = split_keys(key, 2)
         theta = task.init_theta(k_theta)
         state, hold = estimator.start(k_est, theta)
         shared = None if task.shared is None else task.shared.init()
@@ -127,18 +155,16 @@ def make_step(task: Task, estimator, optimizer: optax.GradientTransformation, ma
         return Learner(theta, opt_state, est_state, shared), update_info
 
     def chunk(learner: Learner, count: jax.Array, hold: jax.Array, estimate=None
-              ) -> tuple[Learner, UpdateInfo, PyTree]:
+              ) -> tuple[Learner, jax.Array, PyTree]:
         theta_buffer = jax.tree_util.tree_map(lambda x: jnp.zeros((max_chunk,) + x.shape, x.dtype), learner.theta)
-        info_buffer = UpdateInfo(*(jnp.zeros((max_chunk,), dtype) for dtype in
-                                   (jnp.float32, jnp.float32, bool, jnp.int32, jnp.int32)))
+        info_buffer = jnp.zeros((max_chunk, INFO_WORDS), jnp.uint32)
 
         def body(i, carry):
             learner, infos, thetas = carry
             learner, info = update(learner, i, hold, estimate)
             row = jnp.minimum(i, max_chunk - 1)
-            write = lambda buffer, value: buffer.at[row].set(value)
-            infos = jax.tree_util.tree_map(write, infos, UpdateInfo(*(jnp.asarray(v) for v in info)))
-            return learner, infos, jax.tree_util.tree_map(write, thetas, learner.theta)
+            infos = infos.at[row].set(pack_info(info))
+            return learner, infos, jax.tree_util.tree_map(lambda b, v: b.at[row].set(v), thetas, learner.theta)
 
         return jax.lax.fori_loop(0, count, body, (learner, info_buffer, theta_buffer))
 

@@ -31,14 +31,30 @@ _PARITY = np.uint32(0x1BD11BDA)
 def threefry2x32(key: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Threefry-2x32 with 20 rounds (Salmon et al., 2011) of the counter pairs ``(x0, x1)``
     (uint32, one shape) under ``key`` uint32 ``[2]``: the hash of ``jax.random``'s
-    default generator (its ``threefry2x32`` primitive), unrolled."""
-    k = (key[0], key[1], key[0] ^ key[1] ^ _PARITY)
-    x0, x1 = x0 + k[0], x1 + k[1]
+    default generator (its ``threefry2x32`` primitive), unrolled.
+
+    Written in ``lax`` primitives inside one ``jax.jit`` (not inlined): it is traced once
+    per argument signature and per batching of a ``vmap``, where ``jnp``'s operators (each
+    its own small jitted function) would be traced anew at every call -- most of an update
+    program's tracing before. The hash is exact integer arithmetic, so how XLA fuses it
+    does not change a bit."""
+    return _hash(key, x0, x1)
+
+
+@jax.jit
+def _hash(key, x0, x1):
+    shape = jnp.shape(x0)
+    word = lambda i: jax.lax.broadcast(jax.lax.index_in_dim(key, i, keepdims=False), shape)
+    k0, k1 = word(0), word(1)
+    k = (k0, k1, jax.lax.bitwise_xor(jax.lax.bitwise_xor(k0, k1), jax.lax.full(shape, _PARITY, jnp.uint32)))
+    const = lambda value: jax.lax.full(shape, value, jnp.uint32)
+    x0, x1 = jax.lax.add(x0, k[0]), jax.lax.add(x1, k[1])
     for s in range(1, 6):  # five groups of four rounds, each followed by a key injection
         for r in _ROTATIONS[(s - 1) % 2]:
-            x0 = x0 + x1
-            x1 = ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))) ^ x0
-        x0, x1 = x0 + k[s % 3], x1 + k[(s + 1) % 3] + np.uint32(s)
+            x0 = jax.lax.add(x0, x1)
+            rotated = jax.lax.bitwise_or(jax.lax.shift_left(x1, const(r)), jax.lax.shift_right_logical(x1, const(32 - r)))
+            x1 = jax.lax.bitwise_xor(rotated, x0)
+        x0, x1 = jax.lax.add(x0, k[s % 3]), jax.lax.add(jax.lax.add(x1, k[(s + 1) % 3]), const(s))
     return x0, x1
 
 
@@ -68,6 +84,12 @@ def split(key: jax.Array, num: int) -> jax.Array:
         return jax.random.split(key, num)
     count = jax.lax.iota(jnp.uint32, num)
     return jnp.stack(threefry2x32(key, jnp.zeros_like(count), count), axis=1)
+
+
+def split_keys(key: jax.Array, num: int) -> jax.Array:
+    """:func:`split`, its keys computed once (behind an optimization barrier) however many
+    computations read them: XLA would otherwise copy the written-out hash into each."""
+    return jax.lax.optimization_barrier(split(key, num))
 
 
 def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:

@@ -28,7 +28,7 @@ from nres.config import TrainConfig
 from nres.counters import Counters, Steps, tally
 from nres.engines import EngineOptions, Job, make_engine
 from nres.evaluation import make_evaluator
-from nres.step import Learner, UpdateInfo, make_step
+from nres.step import Learner, UpdateInfo, make_step, unpack_infos
 from nres.task import Task
 from nres.tree import PyTree
 
@@ -37,10 +37,11 @@ __all__ = ["Counters", "Learner", "PendingChunk", "Steps", "Trainer", "UpdateInf
 
 class PendingChunk(NamedTuple):
     """A launched chunk of updates (:meth:`Trainer.launch`): device arrays, possibly still
-    being computed, as ``Step.chunk`` returns them, its update count and launch time."""
+    being computed, as ``Step.chunk`` returns them (``infos``: rows of
+    :func:`nres.step.pack_info`), its update count and launch time."""
 
     learner: Learner
-    infos: UpdateInfo
+    infos: jax.Array
     thetas: PyTree
     count: int
     started: float
@@ -116,6 +117,7 @@ class Trainer:
         is spread evenly over its updates.
         """
         infos, thetas = jax.device_get((chunk.infos, chunk.thetas))
+        infos = unpack_infos(infos)
         elapsed = self.clock() - max(chunk.started, since or 0.0)
         steps = tally(counters, infos, thetas, chunk.count, elapsed, self.estimator.sequential_steps_per_update)
         return chunk.learner, steps

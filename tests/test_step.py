@@ -8,7 +8,7 @@ import pytest
 
 import nres
 from nres.estimators.base import WindowInfo
-from nres.step import Learner, chunk_capacity, guarded_apply, make_step
+from nres.step import INFO_WORDS, Learner, UpdateInfo, chunk_capacity, guarded_apply, make_step, pack_info, unpack_infos
 
 W = 2
 
@@ -39,7 +39,9 @@ def test_a_chunk_is_its_updates_one_by_one(step, linear_task):
     calls of ``update``; buffer rows past the count stay zero."""
     learner, hold = jax.jit(step.init)(jax.random.PRNGKey(3))
     no_hold = jnp.zeros_like(hold)
-    chunked, infos, thetas = jax.jit(step.chunk)(learner, jnp.int32(4), no_hold)
+    chunked, rows, thetas = jax.jit(step.chunk)(learner, jnp.int32(4), no_hold)
+    assert rows.shape == (5, INFO_WORDS) and rows.dtype == jnp.uint32
+    infos = unpack_infos(rows)
     update = jax.jit(step.update)
     one = learner
     for k in range(4):
@@ -55,9 +57,9 @@ def test_a_chunk_is_its_updates_one_by_one(step, linear_task):
 def test_burn_in_windows_apply_no_update(step):
     learner, hold = jax.jit(step.init)(jax.random.PRNGKey(3))
     assert int(hold.max()) > 0
-    burnt, infos, _ = jax.jit(step.chunk)(learner, hold.max(), hold)
+    burnt, rows, _ = jax.jit(step.chunk)(learner, hold.max(), hold)
     np.testing.assert_array_equal(burnt.theta, learner.theta)
-    assert isinstance(burnt, Learner) and not np.any(np.asarray(infos.applied))
+    assert isinstance(burnt, Learner) and not np.any(unpack_infos(rows).applied)
 
 
 def test_chunk_capacity_bounds_the_theta_buffer(linear_task):
@@ -68,3 +70,18 @@ def test_chunk_capacity_bounds_the_theta_buffer(linear_task):
     big = Task(init_theta=lambda k: jnp.zeros(THETA_BUFFER_SCALARS // 7), init_state=lambda k: jnp.zeros(1),
                step=lambda theta, s, t, k, b: s, loss=lambda theta, s, t, b: s[0], horizon=4)
     assert chunk_capacity(big) == 7
+
+
+def test_packed_infos_read_back_bit_for_bit():
+    """Every field's bits survive a row of pack_info: signed zeros, nan, inf, negative and
+    large integers, both booleans."""
+    infos = UpdateInfo(np.array([0.0, -0.0, np.nan, -np.inf, 3.25e-39], np.float32),
+                       np.array([np.inf, 1e38, 0.5, -2.0, 7.0], np.float32),
+                       np.array([True, False, True, False, True]),
+                       np.array([0, -1, 2**31 - 1, -(2**31), 17], np.int32),
+                       np.array([40000, 0, 2**30, -5, 1], np.int32))
+    rows = jax.jit(jax.vmap(pack_info))(infos)
+    back = unpack_infos(rows)
+    for got, want in zip(back, infos):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(np.ascontiguousarray(got).view(np.uint8), want.view(np.uint8))

@@ -63,7 +63,8 @@ class Engine(Protocol):
 
     def run_chunk(self, learner, count: jax.Array, hold):
         """``count`` windows, burn-in windows first (``hold`` ``[N]``, host int32, zeros in
-        training): returns ``(learner, infos, thetas)`` as ``Step.chunk``."""
+        training): returns ``(learner, infos, thetas)`` as ``Step.chunk`` (infos: rows of
+        :func:`nres.step.pack_info`)."""
 
     def agree(self, count: int, signum):
         """The training loop's decision ``(count, signum)`` (next call's updates, stop

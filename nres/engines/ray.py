@@ -62,6 +62,7 @@ from nres.engines import check_scalar_engine
 from nres.engines.base import Job
 from nres.engines.peers import EXIT_PEER_LOST, PeerLost
 from nres.estimators.scalars import WindowScalars, scalar_bytes
+from nres.step import pack_info
 from nres.particles import burn_in_select, map_particle_axis
 
 MAX_RESTARTS_PER_WINDOW = 3
@@ -337,9 +338,10 @@ class RayDriver:
         self.bytes_to_workers = self.bytes_from_workers = 0
         self._clock = {"windows": 0, "gather_s": 0.0, "apply_s": 0.0}
 
-        def apply(theta, opt_state, scalars, burn_in):
+        def apply(theta, opt_state, scalars, burn_in):  # the update's info as a chunk's row
             grad, info = estimator.gradient(scalars, theta)
-            return step.apply(theta, opt_state, grad, info, burn_in)
+            theta, opt_state, info = step.apply(theta, opt_state, grad, info, burn_in)
+            return theta, opt_state, pack_info(info)
 
         self._apply = jax.jit(apply, compiler_options=compiler_options(resolved.compile_for) or None)
 
@@ -419,8 +421,8 @@ class RayDriver:
     def run_chunk(self, theta, opt_state, position: int, count: int, hold):
         """``count`` windows from the state after window ``position`` (burn-in windows
         ``hold``, zeros in training). Returns ``(theta, opt_state, position, infos, thetas,
-        (restarts, bytes to workers, bytes from workers))``, infos and thetas stacked per
-        update, all on the host."""
+        (restarts, bytes to workers, bytes from workers))``, infos (rows of
+        :func:`nres.step.pack_info`) and thetas stacked per update, all on the host."""
         if position != self._base + len(self._replay):
             raise RuntimeError(f"the Ray workers are after window {self._base + len(self._replay)}, "
                                f"not {position}")
@@ -447,7 +449,7 @@ class RayDriver:
             self.bytes_to_workers += size * self.num_workers
             self.bytes_from_workers += scalar_bytes(self.num_particles)
         stack = lambda *xs: np.stack(xs)
-        infos = jax.tree_util.tree_map(stack, *jax.device_get(infos))
+        infos = np.stack(jax.device_get(infos))
         thetas = jax.tree_util.tree_map(stack, *thetas)
         stats = (self.restarts, self.bytes_to_workers, self.bytes_from_workers)
         return theta_host, jax.device_get(opt_state), position + count, infos, thetas, stats

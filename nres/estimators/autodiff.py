@@ -44,6 +44,7 @@ from nres.estimators.base import Unrolled, WindowInfo, check_positive_int, check
 from nres.estimators.online_es import clear_noise, refresh_noise
 from nres.particles import Particles, advance, init_particles, noise_key, step_inputs, taken_steps
 from nres.task import Task
+from nres.threefry import split_keys
 from nres.tree import PyTree, tree_add, tree_broadcast, tree_scale, tree_weighted_sum, tree_where, tree_zeros_like
 
 _EPS = 1e-7  # keeps UORO's rescaling factors finite when a norm is zero
@@ -110,7 +111,7 @@ class _SingleTrajectory(Unrolled):
     def start(self, key: jax.Array, theta: PyTree):
         """Every particle at ``tau = 0`` and its burn-in windows (see
         :class:`nres.estimators.base.Unrolled`; :meth:`init` runs them)."""
-        k_particles, k_positions = jax.random.split(key)
+        k_particles, k_positions = split_keys(key, 2)
         state = self._initial(init_particles(self.task, k_particles, self.num_particles, members=1), theta)
         return state, self.burn_in_windows(k_positions)
 

@@ -59,6 +59,7 @@ from nres.particles import (
     window_batches,
 )
 from nres.task import Task
+from nres.threefry import split_keys
 from nres.tree import (
     PyTree,
     masked_vmap,
@@ -203,7 +204,7 @@ class OnlineES(Unrolled):
         noise rule, except TES, which draws its noise once at ``tau = 0`` and keeps it,
         as if the burn-in were one window.
         """
-        k_particles, k_positions = jax.random.split(key)
+        k_particles, k_positions = split_keys(key, 2)
         eps = tree_broadcast(tree_zeros_like(theta), self.num_particles) if self.store_noise else None
         state = OnlineESState(
             particles=init_particles(self.task, k_particles, self.num_particles),
