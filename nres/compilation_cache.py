@@ -263,7 +263,7 @@ class Program:
 
         self.fn, self.identity = fn, identity
         self.compiler_options = dict(compiler_options or {})
-        self._jit = jax.jit(fn, compiler_options=self.compiler_options or None)
+        self._jit = jax.jit(fn, compiler_options=self.compiler_options)
         self._compiled: dict = {}
         self._last = None
 
@@ -338,8 +338,8 @@ class Program:
         import hashlib
         import json
 
-        key = hashlib.sha256(json.dumps([self.identity, self.compiler_options, _environment(), signature], sort_keys=True,
-                                        default=repr).encode()).hexdigest()
+        described = [self.identity, self.compiler_options, _environment(), signature]
+        key = hashlib.sha256(json.dumps(described, sort_keys=True, default=repr).encode()).hexdigest()
         return _active / EXECUTABLES / f"{key}.bin"
 
     @staticmethod

@@ -52,7 +52,8 @@ def _hash(key, x0, x1):
     for s in range(1, 6):  # five groups of four rounds, each followed by a key injection
         for r in _ROTATIONS[(s - 1) % 2]:
             x0 = jax.lax.add(x0, x1)
-            rotated = jax.lax.bitwise_or(jax.lax.shift_left(x1, const(r)), jax.lax.shift_right_logical(x1, const(32 - r)))
+            rotated = jax.lax.bitwise_or(jax.lax.shift_left(x1, const(r)),
+                                         jax.lax.shift_right_logical(x1, const(32 - r)))
             x1 = jax.lax.bitwise_xor(rotated, x0)
         x0, x1 = jax.lax.add(x0, k[s % 3]), jax.lax.add(jax.lax.add(x1, k[(s + 1) % 3]), const(s))
     return x0, x1

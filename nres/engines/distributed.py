@@ -107,7 +107,7 @@ class DistributedEngine:
             return grad, state, info
 
         self._chunk = jax.jit(functools.partial(job.step.chunk, estimate=estimate),
-                              compiler_options=compiler_options(job.config.compile_for) or None)
+                              compiler_options=compiler_options(job.config.compile_for))
         self.agree = Agreement(_client(), jax.process_index(), jax.process_count())
         self._gather = jax.jit(lambda x: x, out_shardings=self.replicated)
 

@@ -92,7 +92,7 @@ class _Worker:
             scalars, new = estimator.window(state, theta, burning)
             return scalars, burn_in_select(new, state, hold[pairs], index, estimator.unroll_length, burning)
 
-        self._window = jax.jit(window, compiler_options=compiler_options(config.compile_for) or None)
+        self._window = jax.jit(window, compiler_options=compiler_options(config.compile_for))
         self.state = jax.device_put(state)
         self.busy_s = 0.0  # seconds spent in windows (see RayDriver.profile)
 
@@ -343,7 +343,7 @@ class RayDriver:
             theta, opt_state, info = step.apply(theta, opt_state, grad, info, burn_in)
             return theta, opt_state, pack_info(info)
 
-        self._apply = jax.jit(apply, compiler_options=compiler_options(resolved.compile_for) or None)
+        self._apply = jax.jit(apply, compiler_options=compiler_options(resolved.compile_for))
 
     # -- placement ---------------------------------------------------------------------
     def _shards(self, state) -> list:
